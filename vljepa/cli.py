@@ -1,0 +1,77 @@
+"""``vljepa`` command line. Each sub-command is a thin wrapper over an in-process function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from vljepa.config import get_preset
+    from vljepa.params import parameter_counts
+
+    counts = parameter_counts(get_preset(args.preset))
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        print(f"{'component':<10} {'total':>15} {'trainable':>15}")
+        for name, c in counts.items():
+            print(f"{name:<10} {c['total']:>15,} {c['trainable']:>15,}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from vljepa.config import get_preset
+
+    print(get_preset(args.preset).to_json())
+    return 0
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from preprocessing.corpus import main as corpus_main
+
+    return corpus_main(args.rest) or 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.pipeline import main as pipeline_main
+
+    return pipeline_main(args.rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vljepa",
+        description="VL-JEPA pipeline: model inspection, data generation and the end-to-end pretraining job.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("params", help="parameter counts per component (built on the meta device)")
+    p.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    p.add_argument("--json", action="store_true", help="print JSON: {component: {total, trainable}}")
+    p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("config", help="print a preset's resolved config as JSON")
+    p.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("corpus", help="generate the procedural video-language corpus (see `vljepa corpus --help`)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_corpus)
+
+    p = sub.add_parser("run", help="run the pretraining pipeline in this process, without Prefect "
+                       "(see `vljepa run --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""VL-JEPA: predictor + y-encoder (trainable) around a frozen, cached x-encoder.
+
+``build_model`` assembles the parts named by a ``VLJepaConfig``, imports pretrained weights
+under an audit, and checks that the trainable/frozen partition is what the config says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vljepa.config import VLJepaConfig
+from vljepa.predictor import Predictor
+from vljepa.text import ByteTokenizer, HFTokenizer, Tokenizer
+from vljepa.y_encoder import YEncoder
+
+# Visual token width of each x-encoder, so the model can be built without loading the encoder.
+X_ENCODER_WIDTH = {"efficientnet-lite0": 1280}
+
+
+def visual_dim(cfg: VLJepaConfig) -> int:
+    return X_ENCODER_WIDTH.get(cfg.x_encoder.name, cfg.x_encoder.hidden_size)
+
+
+class VLJepa(nn.Module):
+    """The trainable half of VL-JEPA. The x-encoder is not a submodule: its tokens are cached."""
+
+    def __init__(self, cfg: VLJepaConfig, *, meta: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if meta:
+            with torch.device("meta"):
+                self.predictor = Predictor(cfg.predictor, visual_dim=visual_dim(cfg), shared_dim=cfg.shared_dim)
+        else:
+            self.predictor = Predictor(cfg.predictor, visual_dim=visual_dim(cfg), shared_dim=cfg.shared_dim)
+        self.y_encoder = YEncoder(cfg.y_encoder, shared_dim=cfg.shared_dim, meta=meta)
+        self.query_tokenizer: Tokenizer | None = None
+        self.target_tokenizer: Tokenizer | None = None
+
+    def predict(self, visual_tokens: torch.Tensor, queries: list[str] | None = None) -> torch.Tensor:
+        """visual_tokens ``(B, N, Dv)`` (+ optional query strings) -> predicted embeddings ``(B, S)``."""
+        query_ids = query_mask = None
+        if queries is not None and any(queries):
+            assert self.query_tokenizer is not None, "model built without tokenizers"
+            query_ids, query_mask = self.query_tokenizer(queries, self.cfg.predictor.max_query_tokens)
+            query_ids, query_mask = query_ids.to(visual_tokens.device), query_mask.to(visual_tokens.device)
+        return self.predictor(visual_tokens, query_ids, query_mask)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Target texts -> target embeddings ``(B, S)`` through the y-encoder."""
+        assert self.target_tokenizer is not None, "model built without tokenizers"
+        ids, mask = self.target_tokenizer(texts, self.cfg.y_encoder.max_length)
+        device = self.y_encoder.proj.weight.device
+        return self.y_encoder(ids.to(device), mask.to(device))
+
+
+def build_model(cfg: VLJepaConfig, *, meta: bool = False, load_weights: bool = True) -> VLJepa:
+    """Build VL-JEPA from a config.
+
+    meta: build on the meta device (no memory, no weights) — for parameter counts of the paper
+        preset on a laptop.
+    load_weights: import the pretrained LM layers / text encoder named by the config.
+    """
+    model = VLJepa(cfg, meta=meta)
+    if meta:
+        return model
+    lm = cfg.predictor.lm
+    if lm.source == "random" or not cfg.predictor.pretrained:
+        model.query_tokenizer = ByteTokenizer(lm.vocab_size) if lm.source == "random" else _lm_tokenizer(cfg)
+    else:
+        lm_dir = _lm_dir(cfg)
+        if load_weights:
+            model.predictor.load_lm(lm_dir / "model.safetensors")
+        model.query_tokenizer = HFTokenizer(lm_dir, pad_id=lm.pad_token_id)
+    model.target_tokenizer = _target_tokenizer(cfg)
+    check_partition(model)
+    return model
+
+
+def _lm_dir(cfg: VLJepaConfig):
+    from pathlib import Path
+
+    from vljepa.weights import smollm2_dir
+
+    lm = cfg.predictor.lm
+    if lm.source == "smollm2-135m":
+        return smollm2_dir()
+    if lm.source == "hf":
+        if not lm.path:
+            raise ValueError("predictor.lm.path must point at a local HF model directory (e.g. Llama-3.2-1B)")
+        return Path(lm.path)
+    raise ValueError(f"unknown LM source {lm.source!r}")
+
+
+def _lm_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
+    return HFTokenizer(_lm_dir(cfg), pad_id=cfg.predictor.lm.pad_token_id)
+
+
+def _target_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
+    from vljepa.weights import minilm_dir
+
+    y = cfg.y_encoder
+    if y.name == "tiny":
+        return ByteTokenizer(y.vocab_size)
+    if y.name == "minilm-l6":
+        return HFTokenizer(y.path or minilm_dir())
+    if not y.path:
+        raise ValueError(f"y_encoder.path is needed for the tokenizer of {y.name!r}")
+    return HFTokenizer(y.path)
+
+
+def expected_frozen(model: VLJepa) -> set[str]:
+    """Parameter names that the config says must not train."""
+    frozen = set()
+    if model.cfg.predictor.freeze_token_embeddings:
+        frozen.add("predictor.embed_tokens.weight")
+    if model.cfg.y_encoder.lr_multiplier == 0.0:
+        frozen |= {f"y_encoder.backbone.{n}" for n, _ in model.y_encoder.backbone.named_parameters()}
+    return frozen
+
+
+def check_partition(model: VLJepa) -> None:
+    """Assert the trainable/frozen split is exactly what the config says."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    expected = expected_frozen(model)
+    if frozen != expected:
+        raise AssertionError(
+            f"trainable/frozen partition differs from config: unexpectedly frozen {sorted(frozen - expected)[:5]}, "
+            f"unexpectedly trainable {sorted(expected - frozen)[:5]}"
+        )
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    trainable: int
+
+
+def count(module: nn.Module) -> ParamCount:
+    params = list(module.parameters())
+    return ParamCount(total=sum(p.numel() for p in params),
+                      trainable=sum(p.numel() for p in params if p.requires_grad))
+
+
+def param_groups(model: VLJepa, *, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: predictor at ``lr``, y-encoder backbone at ``lr × multiplier``.
+
+    The y-encoder's projection head is new and trains at the full lr. Biases, norms and
+    embedding tables get no weight decay.
+    """
+    mult = model.cfg.y_encoder.lr_multiplier
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        role = "y_encoder" if name.startswith("y_encoder.backbone.") else "predictor"
+        no_decay = param.ndim < 2 or "norm" in name.lower() or "embed" in name
+        groups.setdefault((role, no_decay), []).append(param)
+    out = []
+    for (role, no_decay), params in sorted(groups.items()):
+        out.append({
+            "name": f"{role}{'_no_decay' if no_decay else ''}",
+            "params": params,
+            "lr": lr * (mult if role == "y_encoder" else 1.0),
+            "lr_scale": mult if role == "y_encoder" else 1.0,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+        })
+    return out
