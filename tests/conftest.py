@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests never touch the network; weights come from packages or save_pretrained."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def tiny_cfg():
+    from vljepa.config import get_preset
+
+    return get_preset("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    import torch
+
+    from vljepa.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(tiny_cfg)
