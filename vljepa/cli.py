@@ -68,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Sub-commands that own their argument parsing (their --help is their own).
+PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -48,7 +48,7 @@ def ranks(similarity: torch.Tensor) -> torch.Tensor:
 
 
 def recall_metrics(rank: torch.Tensor, prefix: str, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    metrics = {f"{prefix}_r@{k}": float((rank <= k).float().mean()) for k in ks}
+    metrics = {f"{prefix}_r{k}": float((rank <= k).float().mean()) for k in ks}
     metrics[f"{prefix}_median_rank"] = float(rank.float().median())
     return metrics
 
@@ -70,7 +70,7 @@ def evaluate(model: VLJepa, data: TokenTextDataset, *, label_set: list[str] | No
     metrics.update(recall_metrics(ranks(similarity), "t2v"))
     metrics.update(recall_metrics(ranks(similarity.T), "v2t"))
     n = len(data)
-    chance = {"t2v_r@1": 1.0 / n, "v2t_r@1": 1.0 / n, "t2v_r@5": min(5.0 / n, 1.0)}
+    chance = {"t2v_r1": 1.0 / n, "v2t_r1": 1.0 / n, "t2v_r5": min(5.0 / n, 1.0)}
     if data.labels is not None and label_set:
         classes = text_embeddings(model, [LABEL_TEMPLATE.format(c) for c in label_set])  # (C, D)
         scores = video @ classes.T  # (S, C)

@@ -1,0 +1,35 @@
+"""Register the deployments with the Prefect server named by ``PREFECT_API_URL``.
+
+``python -m flows.deploy`` creates ``pretrain/full`` on the ``local-pool`` process work pool
+(started by ``infra/up.sh``); ``prefect deployment run pretrain/full`` then runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.stages import REPO_ROOT
+
+
+def deploy(work_pool: str = "local-pool") -> list[str]:
+    from flows.pretrain import pretrain
+
+    deployed = []
+    flow = pretrain.from_source(source=str(REPO_ROOT), entrypoint="flows/pretrain.py:pretrain")
+    flow.deploy(name="full", work_pool_name=work_pool, parameters={"preset": "small"},
+                description="Stage-1 pretraining on the embedded default, end to end.", print_next_steps=False)
+    deployed.append("pretrain/full")
+    return deployed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work-pool", default="local-pool")
+    args = parser.parse_args(argv)
+    for name in deploy(args.work_pool):
+        print(f"deployed {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

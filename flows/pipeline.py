@@ -1,0 +1,119 @@
+"""The pretraining pipeline, one sequence of stages shared by Prefect and the plain CLI.
+
+``run_pipeline(run, stage=...)``: ``stage(name, fn, io)`` wraps each stage function; the
+default calls it directly, the Prefect flow wraps it in a task (with retries for I/O stages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable
+
+from flows.stages import (
+    RunConfig,
+    cache_split_tokens,
+    evaluate_checkpoint,
+    import_manifest,
+    launch_training,
+    prepare_corpus,
+)
+
+StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
+
+
+def direct(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
+    return fn
+
+
+def track(run: RunConfig, cfg, summary, evaluation: dict, caches: dict, counts: dict, run_name: str,
+          flow_run_id: str | None) -> dict[str, str]:
+    from flows.tracking import log_and_register
+
+    tags = {"preset": cfg.preset, "stage": "pretrain", "launcher": run.launcher}
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    extra = {"data.n_train": caches["train"].n_samples, "data.n_test": caches["test"].n_samples,
+             "data.train_cache": caches["train"].cache_key, "data.test_cache": caches["test"].cache_key,
+             "data.n_import_failed": counts["n_failed"], "train.steps_run": summary.steps,
+             "train.samples_seen": summary.samples_seen, "train.seconds": round(summary.seconds, 1)}
+    return log_and_register(
+        tracking_uri=run.resolved_tracking_uri(), experiment=run.experiment,
+        registered_model=run.registered_model, run_name=run_name, cfg=cfg, history=summary.history,
+        evaluation=evaluation, checkpoint_dir=summary.checkpoint_dir, extra_params=extra, tags=tags,
+        artifact_root=run.state_path() / "mlflow" / "artifacts",
+    )
+
+
+def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: str | None = None) -> dict[str, Any]:
+    """corpus → manifest → frozen tokens (train, test) → training → evaluation → MLflow registration."""
+    started = time.perf_counter()
+    cfg = run.model_config()
+    state = run.state_path()
+    state.mkdir(parents=True, exist_ok=True)
+    db_path = state / "manifest.duckdb"
+    run_name = f"pretrain-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, state, progress=run.progress)
+    counts = stage("import-manifest", import_manifest, True)(db_path, corpus_dir)
+    caches = {split: stage(f"cache-tokens-{split}", cache_split_tokens, True)(cfg, db_path, state, split,
+                                                                              progress=run.progress)
+              for split in ("train", "test")}
+    summary = stage("train", launch_training, False)(cfg, run, db_path, caches["train"].path,
+                                                     state / "checkpoints" / run_name)
+    evaluation = stage("evaluate", evaluate_checkpoint, False)(summary.checkpoint_dir, db_path,
+                                                              caches["test"].path, corpus_dir)
+    tracked = stage("track-and-register", track, True)(run, cfg, summary, evaluation, caches, counts,
+                                                        run_name, flow_run_id)
+    return {
+        "run_name": run_name,
+        "preset": cfg.preset,
+        "metrics": evaluation["metrics"],
+        "chance": evaluation["chance"],
+        "n_test": evaluation["n_test"],
+        "n_train": caches["train"].n_samples,
+        "train_steps": summary.steps,
+        "train_seconds": round(summary.seconds, 1),
+        "final_loss": summary.history[-1]["loss"] if summary.history else None,
+        "reused_caches": [s for s, c in caches.items() if c.reused],
+        "mlflow": tracked,
+        "checkpoint_dir": summary.checkpoint_dir,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """Human-readable summary: metrics next to chance."""
+    m, c = result["metrics"], result["chance"]
+    lines = [f"VL-JEPA pretrain ({result['preset']}) — {result['run_name']} in {result['seconds']} s",
+             f"  train: {result['n_train']} clips, {result['train_steps']} steps, final loss {result['final_loss']:.3f}",
+             f"  test (held-out compositions, n={result['n_test']}):"]
+    for key in ("t2v_r1", "t2v_r5", "v2t_r1", "cls_top1", "cls_top5"):
+        if key in m:
+            chance = f" (chance {c[key]:.3f}, ×{m[key] / c[key]:.1f})" if key in c and c[key] else ""
+            lines.append(f"    {key:<9} {m[key]:.3f}{chance}")
+    lines.append(f"  registered: {result['mlflow']['model_uri']} (version {result['mlflow']['model_version']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vljepa run", description=(
+        "Run the pretraining pipeline in this process (no Prefect server needed): generate the "
+        "procedural corpus, cache frozen x-encoder tokens, train predictor + y-encoder, evaluate on "
+        "the held-out test split and register the model in MLflow."))
+    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument("--n-videos", type=int, default=None, help="corpus size (default: the preset's)")
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: the preset's)")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--launcher", default="local", choices=["inline", "local"],
+                        help="inline: train in this process; local: a submitit subprocess (default)")
+    parser.add_argument("--state-dir", default=None, help="default: $VLJEPA_STATE_DIR or <repo>/.vljepa")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or SQLite in the state dir")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    run = RunConfig(preset=args.preset, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
+                    launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
+    result = run_pipeline(run)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0

@@ -1,0 +1,214 @@
+"""The pretraining pipeline as plain, in-process stage functions.
+
+Prefect tasks (``flows/pretrain.py``), the ``vljepa run`` CLI and the tests all call these; none
+of them needs a Prefect server. Every stage is content-addressed or idempotent so a re-run with
+nothing changed does no work twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vljepa.config import VLJepaConfig, get_preset, replace
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One run of the pretraining pipeline: which preset, where state lives, how to launch."""
+
+    preset: str = "small"
+    n_videos: int | None = None  # override the preset's corpus size
+    epochs: float | None = None  # override the preset's training length
+    max_steps: int | None = None
+    launcher: Literal["inline", "local"] = "local"  # "local": a submitit subprocess
+    state_dir: str | None = None  # default: $VLJEPA_STATE_DIR or <repo>/.vljepa
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or SQLite under state_dir
+    experiment: str = "vljepa-pretrain"
+    registered_model: str = "vljepa"
+    progress: bool = True
+
+    def model_config(self) -> VLJepaConfig:
+        cfg = get_preset(self.preset)
+        changes: dict[str, object] = {}
+        if self.n_videos is not None:
+            changes["data.n_videos"] = self.n_videos
+        if self.epochs is not None:
+            changes["train.epochs"] = self.epochs
+        if self.max_steps is not None:
+            changes["train.max_steps"] = self.max_steps
+        return replace(cfg, **changes) if changes else cfg
+
+    def state_path(self) -> Path:
+        root = self.state_dir or os.environ.get("VLJEPA_STATE_DIR") or str(REPO_ROOT / ".vljepa")
+        return Path(root).expanduser().resolve()
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        db = self.state_path() / "mlflow" / "mlflow.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{db}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: data
+
+
+def prepare_corpus(cfg: VLJepaConfig, state_dir: Path, *, progress: bool = True) -> Path:
+    """Generate the procedural corpus (idempotent) and return its directory."""
+    from preprocessing.corpus import CorpusConfig, generate_corpus
+
+    corpus_cfg = CorpusConfig(n_videos=cfg.data.n_videos, seed=cfg.data.seed)
+    out = state_dir / "data" / f"synthetic-{corpus_cfg.config_hash()[:12]}"
+    if not cfg.data.generate:
+        out = Path(cfg.data.corpus_dir)
+        if not (out / "annotations.jsonl").is_file():
+            raise FileNotFoundError(f"{out}/annotations.jsonl missing and data.generate is False")
+        return out
+    generate_corpus(corpus_cfg, out, progress=progress)
+    return out
+
+
+def import_manifest(db_path: Path, corpus_dir: Path) -> dict[str, int]:
+    """Import the corpus into the DuckDB manifest; returns the import counts."""
+    from preprocessing.manifest import import_corpus, open_manifest
+
+    con = open_manifest(db_path)
+    try:
+        summary = import_corpus(con, corpus_dir)
+    finally:
+        con.close()
+    return {"n_in": summary.n_in, "n_imported": summary.n_imported, "n_skipped": summary.n_skipped,
+            "n_failed": summary.n_failed}
+
+
+@dataclass
+class SplitCache:
+    split: str
+    cache_key: str
+    path: str
+    reused: bool
+    n_samples: int
+    n_failed: int
+
+
+def cache_split_tokens(cfg: VLJepaConfig, db_path: Path, state_dir: Path, split: str, *,
+                       encoder=None, progress: bool = True) -> SplitCache:
+    """Decode + encode one split with the frozen x-encoder into the Parquet token cache."""
+    from preprocessing.cache import TokenCacheStore, file_sha256
+    from preprocessing.encode import ClipRef, encode_to_cache
+    from preprocessing.manifest import open_manifest, record_failure, record_token_cache, split_rows
+    from vljepa.encoders import build_x_encoder
+
+    encoder = encoder or build_x_encoder(cfg.x_encoder)
+    con = open_manifest(db_path)
+    try:
+        rows = split_rows(con, split)
+        if not rows:
+            raise ValueError(f"split {split!r} is empty in the manifest {db_path}")
+        clips = [ClipRef(r["source_id"], r["path"], r.get("content_hash") or file_sha256(r["path"])) for r in rows]
+        store = TokenCacheStore(state_dir / "cache" / "tokens")
+        result = encode_to_cache(encoder, clips, store, decode_workers=cfg.data.decode_workers,
+                                 metadata={"split": split, "x_encoder": cfg.to_dict()["x_encoder"]},
+                                 progress=progress)
+        if not result.reused:
+            for sample_id, path, error in result.failures:
+                record_failure(con, path, "encode", error)
+            record_token_cache(con, cache_key=result.cache_key, encoder_id=encoder.encoder_id,
+                               config_json=json.dumps(cfg.to_dict()["x_encoder"], sort_keys=True),
+                               path=result.path, source_ids=result.sample_ids)
+    finally:
+        con.close()
+    from preprocessing.cache import read_token_cache
+
+    n = len(read_token_cache(result.path).sample_ids) if result.reused else len(result.sample_ids)
+    return SplitCache(split=split, cache_key=result.cache_key, path=str(result.path), reused=result.reused,
+                      n_samples=n, n_failed=len(result.failures))
+
+
+def load_split(db_path: Path, cache_path: str, split: str):
+    """Join a split's cached tokens with its captions and labels from the manifest."""
+    from preprocessing.cache import read_token_cache
+    from preprocessing.manifest import open_manifest, split_rows
+    from vljepa.data import TokenTextDataset
+
+    cache = read_token_cache(cache_path)
+    con = open_manifest(db_path)
+    try:
+        rows = {r["source_id"]: r for r in split_rows(con, split)}
+    finally:
+        con.close()
+    missing = [sid for sid in cache.sample_ids if sid not in rows]
+    if missing:
+        raise KeyError(f"{len(missing)} cached samples are not in split {split!r}, e.g. {missing[:3]}")
+    return TokenTextDataset(sample_ids=list(cache.sample_ids), tokens=cache.tokens,
+                            texts=[rows[s]["caption"] for s in cache.sample_ids],
+                            labels=[rows[s]["label"] for s in cache.sample_ids])
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: training (the function a submitit job runs)
+
+
+@dataclass
+class TrainSummary:
+    checkpoint_dir: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    samples_seen: int = 0
+    seconds: float = 0.0
+
+
+def train_from_cache(cfg_json: str, db_path: str, train_cache: str, out_dir: str, progress: bool = True) -> TrainSummary:
+    """Train on a cached split; arguments are plain strings so the call pickles for submitit."""
+    from vljepa.train import train
+
+    cfg = VLJepaConfig.from_json(cfg_json)
+    data = load_split(Path(db_path), train_cache, "train")
+    result = train(cfg, data, out_dir, progress=progress)
+    return TrainSummary(checkpoint_dir=str(result.checkpoint_dir), history=result.history, steps=result.steps,
+                        samples_seen=result.samples_seen, seconds=result.seconds)
+
+
+def launch_training(cfg: VLJepaConfig, run: RunConfig, db_path: Path, train_cache: str, out_dir: Path) -> TrainSummary:
+    """Run ``train_from_cache`` inline or as a submitit job (local subprocess here, Slurm on a cluster)."""
+    args = (cfg.to_json(), str(db_path), train_cache, str(out_dir), run.progress)
+    if run.launcher == "inline":
+        return train_from_cache(*args)
+    import submitit
+
+    folder = run.state_path() / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="local")
+    # LocalExecutor kills jobs after 2 minutes unless timeout_min is set (STACK-NOTES).
+    executor.update_parameters(timeout_min=240, name=f"vljepa-train-{cfg.preset}")
+    job = executor.submit(train_from_cache, *args)
+    try:
+        return job.result()
+    except Exception as exc:
+        stderr = (job.stderr() or "")[-4000:]
+        raise RuntimeError(f"training job {job.job_id} failed: {exc}\n--- job stderr (tail) ---\n{stderr}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: evaluation
+
+
+def evaluate_checkpoint(checkpoint_dir: str, db_path: Path, test_cache: str, corpus_dir: Path) -> dict:
+    """Retrieval and classification on the held-out test split; returns metrics and chance levels."""
+    from vljepa.evaluate import evaluate
+    from vljepa.train import load_checkpoint
+
+    model = load_checkpoint(checkpoint_dir)
+    data = load_split(db_path, test_cache, "test")
+    labels = json.loads((corpus_dir / "corpus.json").read_text())["labels"]
+    result = evaluate(model, data, label_set=labels)
+    return {"metrics": result.metrics, "chance": result.chance, "n_test": result.n_samples}
