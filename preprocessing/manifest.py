@@ -1,0 +1,269 @@
+"""DuckDB manifest of the data stage: sources, annotations, splits, token caches, failures.
+
+The schema and every query live in ``sql/*.sql`` (loaded by name with ``load_sql``) and run
+with bound ``$name`` parameters, never with values formatted into the SQL text.
+
+Corpus layout read by ``import_corpus`` (written by ``preprocessing/corpus.py``)::
+
+    corpus_dir/videos/clip_000000.mp4 ...
+    corpus_dir/annotations.jsonl   one JSON object per clip: clip_id, path (relative to
+                                   corpus_dir), split, duration, fps, width, height, caption,
+                                   label, events [{start, end, caption, ...}], qa [{question, answer}]
+    corpus_dir/corpus.json         generator config (not read here)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from preprocessing.cache import canonical_json, file_sha256
+from preprocessing.decode import DecodeError, is_image_path, probe_video
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+ANNOTATIONS_FILE = "annotations.jsonl"
+IMPORT_STAGE = "import"
+_SQL_NAME = re.compile(r"^[a-z0-9_]+$")
+# Errors that mean "this one record or file is bad": recorded and skipped. Anything else
+# (a DuckDB error, a bug) stops the import.
+_RECORD_ERRORS = (DecodeError, OSError, KeyError, TypeError, ValueError)
+
+
+@functools.cache
+def load_sql(name: str) -> str:
+    """Text of sql/<name>.sql."""
+    if not _SQL_NAME.match(name):
+        raise ValueError(f"SQL file names are lowercase words with underscores, got {name!r}")
+    path = SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQL file {path} (is the repository's sql/ folder present?)")
+    return path.read_text(encoding="utf-8")
+
+
+def open_manifest(db_path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+    """Connect to the manifest database at `db_path` (":memory:" works) and create its tables."""
+    if str(db_path) != ":memory:":
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path))
+    con.execute(load_sql("schema"))
+    return con
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportSummary:
+    """Counts of one import: n_in = n_imported + n_skipped + n_failed."""
+
+    n_in: int  # records in annotations.jsonl (malformed lines included)
+    n_imported: int  # new or changed sources written
+    n_skipped: int  # already in the manifest with the same file and record
+    n_failed: int  # recorded in `failures` and skipped
+    failed: tuple[str, ...]  # their paths (a malformed line is "<annotations.jsonl>:<line>")
+
+
+@dataclass(frozen=True)
+class _Record:
+    where: str  # path or "file:line", for failures
+    data: Mapping[str, Any] | None
+    error: str | None
+
+
+def _read_records(annotations_path: Path) -> Iterator[_Record]:
+    with open(annotations_path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{annotations_path}:{line_no}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield _Record(where, None, f"malformed JSON: {err}")
+                continue
+            if not isinstance(data, dict):
+                yield _Record(where, None, f"expected a JSON object, got {type(data).__name__}")
+                continue
+            yield _Record(where, data, None)
+
+
+def _annotation_rows(source_id: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `annotations` for one corpus record, with every parameter of insert_annotation."""
+    rows: list[dict[str, Any]] = []
+
+    def add(task: str, idx: int, **values: Any) -> None:
+        row = dict(source_id=source_id, task=task, idx=idx, text=None, question=None,
+                   answer=None, label=None, start_s=None, end_s=None, attributes=None)
+        row.update(values)
+        rows.append(row)
+
+    if record.get("caption") is not None:
+        add("caption", 0, text=str(record["caption"]))
+    if record.get("label") is not None:
+        add("classification", 0, label=str(record["label"]))
+    for idx, event in enumerate(record.get("events") or []):
+        start, end = float(event["start"]), float(event["end"])
+        if not start <= end:
+            raise ValueError(f"event {idx} ends before it starts ({start} > {end})")
+        rest = {k: v for k, v in event.items() if k not in ("start", "end", "caption")}
+        add("event", idx, text=event.get("caption"), start_s=start, end_s=end,
+            attributes=canonical_json(rest) if rest else None)
+    for idx, qa in enumerate(record.get("qa") or []):
+        add("vqa", idx, question=str(qa["question"]), answer=str(qa["answer"]))
+    return rows
+
+
+def _optional(record: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = record.get(key)
+    return None if value is None else kind(value)
+
+
+def _import_one(
+    con: duckdb.DuckDBPyConnection, corpus_dir: Path, record: Mapping[str, Any], *, dataset: str, probe: bool
+) -> bool:
+    """Write one record's source, annotations and split; False when it was already there."""
+    source_id, split = str(record["clip_id"]), str(record["split"])
+    media_path = (corpus_dir / str(record["path"])).resolve()
+    content_hash = file_sha256(media_path)
+    record_hash = hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    state = con.execute(
+        load_sql("select_source_state"), {"source_id": source_id, "dataset": dataset}
+    ).fetchall()
+    if state and state[0] == (content_hash, str(media_path), record_hash, split):
+        return False
+
+    kind = "image" if is_image_path(media_path) else "video"
+    if probe:
+        info = probe_video(media_path)
+        media = dict(duration=info.duration, fps=info.fps, width=info.width,
+                     height=info.height, codec=info.codec)
+    else:  # trust the corpus record; codec unknown
+        media = dict(duration=_optional(record, "duration", float), fps=_optional(record, "fps", float),
+                     width=_optional(record, "width", int), height=_optional(record, "height", int),
+                     codec=None)
+    annotation_rows = _annotation_rows(source_id, record)
+
+    con.begin()
+    try:
+        con.execute(load_sql("insert_source"), dict(
+            source_id=source_id, path=str(media_path), content_hash=content_hash,
+            record_hash=record_hash, kind=kind, **media,
+        ))
+        con.execute(load_sql("delete_annotations"), {"source_id": source_id})
+        if annotation_rows:
+            con.executemany(load_sql("insert_annotation"), annotation_rows)
+        con.execute(load_sql("upsert_split"), {"source_id": source_id, "dataset": dataset, "split": split})
+        con.execute(load_sql("clear_failure"), {"path": str(media_path), "stage": IMPORT_STAGE})
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return True
+
+
+def import_corpus(
+    con: duckdb.DuckDBPyConnection,
+    corpus_dir: str | os.PathLike,
+    *,
+    dataset: str = "synthetic",
+    probe: bool = True,
+) -> ImportSummary:
+    """Import a generated corpus (layout in the module docstring) into the manifest.
+
+    Each clip is hashed and, with probe=True, probed with ffprobe (else its duration, fps
+    and size come from the record). Idempotent: a clip whose file, path, record and split
+    are unchanged is skipped; a changed one replaces its rows. A clip that cannot be read
+    or probed, or whose record is malformed, is recorded in `failures` (stage 'import')
+    and skipped. source_id is the record's clip_id.
+    """
+    corpus_dir = Path(corpus_dir).resolve()
+    annotations_path = corpus_dir / ANNOTATIONS_FILE
+    if not annotations_path.is_file():
+        raise FileNotFoundError(f"{annotations_path} not found: is {corpus_dir} a generated corpus?")
+    n_in = n_imported = n_skipped = 0
+    failed: list[str] = []
+    seen: set[str] = set()
+    con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
+    for item in _read_records(annotations_path):
+        n_in += 1
+        where = item.where
+        try:
+            if item.error is not None:
+                raise ValueError(item.error)
+            record = item.data
+            assert record is not None
+            if "path" in record:  # failures of a clip are recorded under its file's path
+                where = str((corpus_dir / str(record["path"])).resolve())
+            source_id = str(record["clip_id"])
+            if source_id in seen:
+                raise ValueError(f"clip_id {source_id!r} appears twice in {annotations_path}")
+            seen.add(source_id)
+            if _import_one(con, corpus_dir, record, dataset=dataset, probe=probe):
+                n_imported += 1
+            else:
+                n_skipped += 1
+        except _RECORD_ERRORS as err:
+            message = str(err) if not isinstance(err, KeyError) else f"record has no field {err}"
+            record_failure(con, where, IMPORT_STAGE, message)
+            failed.append(where)
+    return ImportSummary(n_in=n_in, n_imported=n_imported, n_skipped=n_skipped,
+                         n_failed=len(failed), failed=tuple(failed))
+
+
+def split_rows(con: duckdb.DuckDBPyConnection, split: str, dataset: str = "synthetic") -> list[dict[str, Any]]:
+    """Sources of one split, ordered by source_id: dicts with source_id, path (absolute),
+    content_hash (sha256 of the file), kind, duration, caption and label (None where the
+    clip has none)."""
+    result = con.execute(load_sql("split_rows"), {"split": split, "dataset": dataset})
+    columns = [c[0] for c in result.description]
+    return [dict(zip(columns, row)) for row in result.fetchall()]
+
+
+def record_token_cache(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    cache_key: str,
+    encoder_id: str,
+    config_json: str,
+    path: str | os.PathLike,
+    source_ids: Sequence[str],
+) -> None:
+    """Record a written token cache and the sources in it.
+
+    Recording a key again replaces its path, config and members (no duplicate rows). A key
+    recorded before for another encoder is an error: the key must cover the encoder.
+    """
+    json.loads(config_json)  # must be JSON; raises ValueError otherwise
+    if len(set(source_ids)) != len(source_ids):
+        raise ValueError(f"source_ids of cache {cache_key} are not distinct")
+    existing = con.execute(load_sql("select_token_cache"), {"cache_key": cache_key}).fetchall()
+    if existing and existing[0][0] != encoder_id:
+        raise ValueError(
+            f"cache key {cache_key} is already recorded for encoder {existing[0][0]!r}, not "
+            f"{encoder_id!r}: the key does not cover the encoder"
+        )
+    con.begin()
+    try:
+        con.execute(load_sql("upsert_token_cache"), dict(
+            cache_key=cache_key, encoder_id=encoder_id, config_json=config_json,
+            path=str(path), n_samples=len(source_ids),
+        ))
+        con.execute(load_sql("delete_cache_members"), {"cache_key": cache_key})
+        if source_ids:
+            con.executemany(load_sql("insert_cache_member"),
+                            [{"cache_key": cache_key, "source_id": s} for s in source_ids])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def record_failure(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, stage: str, error: object) -> None:
+    """Record that `path` failed at `stage` (keeps the latest error per path and stage)."""
+    con.execute(load_sql("upsert_failure"), {"path": str(path), "stage": stage, "error": str(error)})

@@ -1,0 +1,67 @@
+-- Manifest of the data stage (DuckDB): what was imported, how it is annotated and split,
+-- which token caches exist and what failed. Every statement is idempotent; run by
+-- preprocessing.manifest.open_manifest on each connection.
+
+-- One row per media file. source_id is the corpus' clip_id.
+CREATE TABLE IF NOT EXISTS sources (
+    source_id    VARCHAR PRIMARY KEY,
+    path         VARCHAR NOT NULL,    -- absolute path of the file
+    content_hash VARCHAR NOT NULL,    -- sha256 of the file's bytes
+    record_hash  VARCHAR NOT NULL,    -- sha256 of the canonical JSON of its annotation record
+    kind         VARCHAR NOT NULL CHECK (kind IN ('video', 'image')),
+    duration     DOUBLE,              -- seconds; 0 for images
+    fps          DOUBLE,
+    width        INTEGER,             -- pixels, as stored
+    height       INTEGER,
+    codec        VARCHAR,             -- NULL when imported without probing
+    imported_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Annotations, one row each. Which columns are set depends on the task:
+--   caption: text (whole clip, start_s/end_s NULL); event: text, start_s, end_s, attributes;
+--   vqa: question, answer; classification: label.
+CREATE TABLE IF NOT EXISTS annotations (
+    source_id  VARCHAR NOT NULL,
+    task       VARCHAR NOT NULL CHECK (task IN ('caption', 'vqa', 'classification', 'event')),
+    idx        INTEGER NOT NULL,      -- order within (source_id, task), from 0
+    text       VARCHAR,
+    question   VARCHAR,
+    answer     VARCHAR,
+    label      VARCHAR,
+    start_s    DOUBLE,                -- seconds from the start of the clip
+    end_s      DOUBLE,
+    attributes VARCHAR,               -- JSON of an event's other fields (colour, shape, ...)
+    PRIMARY KEY (source_id, task, idx)
+);
+
+CREATE TABLE IF NOT EXISTS splits (
+    source_id VARCHAR NOT NULL,
+    dataset   VARCHAR NOT NULL,
+    split     VARCHAR NOT NULL,       -- 'train', 'val', 'test', ...
+    PRIMARY KEY (source_id, dataset)
+);
+
+-- One row per content-addressed token cache (preprocessing.cache.TokenCacheStore).
+CREATE TABLE IF NOT EXISTS token_caches (
+    cache_key   VARCHAR PRIMARY KEY,
+    encoder_id  VARCHAR NOT NULL,
+    config_json VARCHAR NOT NULL,     -- the resolved config the key was computed from
+    path        VARCHAR NOT NULL,
+    n_samples   INTEGER NOT NULL,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS cache_members (
+    cache_key VARCHAR NOT NULL,
+    source_id VARCHAR NOT NULL,
+    PRIMARY KEY (cache_key, source_id)
+);
+
+-- The latest failure of each path at each stage; a later success at that stage removes it.
+CREATE TABLE IF NOT EXISTS failures (
+    path        VARCHAR NOT NULL,
+    stage       VARCHAR NOT NULL,     -- 'import', 'decode', 'encode', ...
+    error       VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (path, stage)
+);
