@@ -49,6 +49,22 @@ def track(run: RunConfig, cfg, summary, evaluation: dict, caches: dict, counts: 
 def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: str | None = None) -> dict[str, Any]:
     """corpus → manifest → frozen tokens (train, test) → training → evaluation → MLflow registration."""
     started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    wrap = stage
+
+    def stage(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:  # noqa: F811
+        inner = wrap(name, fn, io)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            stage_seconds[name] = round(time.perf_counter() - t0, 1)
+            if run.progress:
+                print(f"[{name}] done in {stage_seconds[name]} s", flush=True)
+            return out
+
+        return timed
+
     cfg = run.model_config()
     state = run.state_path()
     state.mkdir(parents=True, exist_ok=True)
@@ -80,6 +96,7 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
         "mlflow": tracked,
         "checkpoint_dir": summary.checkpoint_dir,
         "seconds": round(time.perf_counter() - started, 1),
+        "stage_seconds": stage_seconds,
     }
 
 
@@ -103,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "procedural corpus, cache frozen x-encoder tokens, train predictor + y-encoder, evaluate on "
         "the held-out test split and register the model in MLflow."))
     parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
+    parser.add_argument("--config", default=None, help="a VLJepaConfig JSON file (start from `vljepa config --preset paper`); overrides --preset")
     parser.add_argument("--n-videos", type=int, default=None, help="corpus size (default: the preset's)")
     parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: the preset's)")
     parser.add_argument("--max-steps", type=int, default=None)
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or SQLite in the state dir")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    run = RunConfig(preset=args.preset, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
+    run = RunConfig(preset=args.preset, config_path=args.config, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
                     launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
     result = run_pipeline(run)
     print(json.dumps(result, indent=2) if args.json else format_report(result))

@@ -24,6 +24,7 @@ class RunConfig:
     """One run of the pretraining pipeline: which preset, where state lives, how to launch."""
 
     preset: str = "small"
+    config_path: str | None = None  # a full VLJepaConfig JSON (`vljepa config --preset paper`); overrides preset
     n_videos: int | None = None  # override the preset's corpus size
     epochs: float | None = None  # override the preset's training length
     max_steps: int | None = None
@@ -35,7 +36,10 @@ class RunConfig:
     progress: bool = True
 
     def model_config(self) -> VLJepaConfig:
-        cfg = get_preset(self.preset)
+        if self.config_path:
+            cfg = VLJepaConfig.from_json(Path(self.config_path).read_text())
+        else:
+            cfg = get_preset(self.preset)
         changes: dict[str, object] = {}
         if self.n_videos is not None:
             changes["data.n_videos"] = self.n_videos

@@ -1,0 +1,77 @@
+"""`prefect deployment run pretrain/full` against local services started by infra/up.sh.
+
+The tiny preset keeps it to about a minute; the small preset is the main job (README).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.services
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    state = tmp_path_factory.mktemp("services")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "VLJEPA_"))}
+    env.update(VLJEPA_STATE_DIR=str(state), VLJEPA_PREFECT_PORT=str(_free_port()),
+               VLJEPA_MLFLOW_PORT=str(_free_port()), VLJEPA_CACHE=os.environ.get("VLJEPA_CACHE", ""))
+    if not env["VLJEPA_CACHE"]:
+        env.pop("VLJEPA_CACHE")
+    subprocess.run(["bash", "infra/up.sh"], cwd=ROOT, env=env, check=True, timeout=300)
+    # The derived variables (PREFECT_API_URL, MLFLOW_TRACKING_URI) as env.sh sets them.
+    out = subprocess.run(["bash", "-c", "source infra/env.sh && env"], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    env.update(dict(line.split("=", 1) for line in out.splitlines()
+                    if line.startswith(("PREFECT_", "MLFLOW_", "VLJEPA_"))))
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", "infra/down.sh"], cwd=ROOT, env=env, timeout=120)
+
+
+def test_deployment_run_completes_and_registers_a_model(services):
+    env = services
+    venv = ROOT / ".venv" / "bin"
+    subprocess.run([str(venv / "python"), "-m", "flows.deploy"], cwd=ROOT, env=env, check=True, timeout=120)
+    run = subprocess.run(
+        [str(venv / "prefect"), "deployment", "run", "pretrain/full", "--param", "preset=tiny",
+         "--param", "launcher=local", "--watch", "--watch-timeout", "600"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=700,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Completed" in run.stdout
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("vljepa", "candidate")
+    logged = client.get_run(version.run_id)
+    assert logged.data.params["preset"] == "tiny"
+    assert "test/t2v_r1" in logged.data.metrics
+    assert logged.data.tags.get("prefect.flow_run_id")
+    # The Prefect API knows the flow run, and it completed.
+    request = urllib.request.Request(
+        f"{env['PREFECT_API_URL']}/flow_runs/{logged.data.tags['prefect.flow_run_id']}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    flow_run = json.loads(opener.open(request, timeout=10).read())
+    assert flow_run["state"]["type"] == "COMPLETED"
+
+    report = subprocess.run([str(venv / "python"), "-m", "flows.report"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, check=True, timeout=120)
+    assert "test/t2v_r1" in report.stdout and "MLflow UI" in report.stdout
