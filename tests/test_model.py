@@ -29,33 +29,31 @@ def test_predictor_and_y_encoder_shapes_and_gradients(tiny_model, tiny_cfg):
             assert param.grad.abs().sum() > 0, f"{name} got a zero gradient"
 
 
-def test_predictor_is_bidirectional(tiny_model, tiny_cfg):
-    """Changing a *later* token changes an *earlier* position's output (no causal mask)."""
-    predictor = tiny_model.predictor
+def _first_position_moves_when_last_token_changes(predictor, tokens) -> bool:
+    """Does perturbing the *last* input token change the *first* position's output?"""
     captured = {}
     handle = predictor.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o.detach()))
+    try:
+        predictor(tokens)
+        first = captured["h"][0, 0].clone()
+        changed = tokens.clone()
+        changed[0, -1] += 5.0
+        predictor(changed)
+    finally:
+        handle.remove()
+    return not torch.allclose(first, captured["h"][0, 0], atol=1e-6)
+
+
+def test_predictor_is_bidirectional(tiny_model, tiny_cfg):
+    """Changing a *later* token changes an *earlier* position's output (no causal mask)."""
     tokens, _ = _batch(tiny_cfg, 1)
-    predictor(tokens)
-    first = captured["h"][0, 0].clone()
-    changed = tokens.clone()
-    changed[0, -1] += 5.0
-    predictor(changed)
-    handle.remove()
-    assert not torch.allclose(first, captured["h"][0, 0], atol=1e-6)
+    assert _first_position_moves_when_last_token_changes(tiny_model.predictor, tokens)
 
 
 def test_causal_ablation_is_causal(tiny_cfg):
     cfg = replace(tiny_cfg, **{"predictor.attention": "causal"})
-    predictor = build_model(cfg).predictor
-    captured = {}
-    predictor.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o.detach()))
     tokens, _ = _batch(tiny_cfg, 1)
-    predictor(tokens)
-    first = captured["h"][0, 0].clone()
-    changed = tokens.clone()
-    changed[0, -1] += 5.0
-    predictor(changed)
-    assert torch.allclose(first, captured["h"][0, 0], atol=1e-6)
+    assert not _first_position_moves_when_last_token_changes(build_model(cfg).predictor, tokens)
 
 
 def test_padding_does_not_change_prediction(tiny_model, tiny_cfg):
