@@ -39,7 +39,8 @@ def loss_curve_png(history: list[dict[str, float]], path: Path, title: str) -> P
     lr_ax = ax.twinx()
     lr_ax.plot(steps, [h["lr"] for h in history], color="tab:orange", alpha=0.6, label="lr")
     lr_ax.set_ylabel("learning rate")
-    fig.legend(loc="upper right")
+    handles = ax.get_legend_handles_labels()[0] + lr_ax.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -133,10 +133,11 @@ def train(cfg: VLJepaConfig, data: TokenTextDataset, out_dir: str | Path, *,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]  # the predictor lr this step used
         optimizer.step()
         scheduler.step()
         result.samples_seen += len(index)
-        row = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+        row = {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
                "samples_per_s": len(index) / (time.perf_counter() - step_start),
                "samples_seen": float(result.samples_seen)}
         result.history.append(row)
