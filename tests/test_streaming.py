@@ -1,0 +1,138 @@
+"""Selective decoding: Ward segmentation, the online trigger, uniform counts, matching, savings."""
+
+import numpy as np
+import pytest
+
+from vljepa.streaming import (
+    OnlineTriggerConfig,
+    Stream,
+    SweepRow,
+    match_nearest_in_time,
+    online_points,
+    run_trigger,
+    savings_factor,
+    segment_bounds,
+    uniform_count,
+    uniform_points,
+    ward_points,
+    ward_segments,
+)
+from vljepa.streaming.selective import cider, rate_to_reach, sweep
+
+
+def piecewise_stream(boundaries=(0, 12, 20, 37, 50), dim=16, noise=0.05, seed=0):
+    """Windows whose embedding jumps at known indices (boundaries[1:-1])."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for a, b in zip(boundaries, boundaries[1:]):
+        centre = rng.normal(size=dim)
+        parts.append(centre + noise * rng.normal(size=(b - a, dim)))
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("n_segments", [1, 2, 3, 7, 50])
+def test_ward_segments_are_contiguous_and_counted(n_segments):
+    emb = np.random.default_rng(1).normal(size=(50, 8))
+    labels = ward_segments(emb, n_segments)
+    assert labels.shape == (50,)
+    bounds = segment_bounds(labels)
+    assert len(bounds) == len(set(labels.tolist())) == n_segments  # every label is one run
+    assert labels[0] == 0 and np.all(np.diff(labels) >= 0)  # numbered in temporal order
+    assert bounds[0][0] == 0 and bounds[-1][1] == 50
+
+
+def test_ward_recovers_known_change_points():
+    emb = piecewise_stream()
+    labels = ward_segments(emb, 4)
+    assert [a for a, _ in segment_bounds(labels)] == [0, 12, 20, 37]
+
+
+def test_online_trigger_finds_changes_with_bounded_latency():
+    emb = piecewise_stream()
+    cfg = OnlineTriggerConfig(threshold=0.3, hysteresis=2, min_len=2, max_len=100)
+    events = run_trigger(emb, cfg)
+    starts = [e.segment_start for e in events]
+    assert starts == [0, 12, 20, 37]
+    assert all(e.latency <= max(cfg.hysteresis, cfg.min_len) for e in events)
+    # Causal: the decision for the segment starting at 12 is taken before window 20 is seen.
+    assert events[1].index < 20
+
+
+def test_online_trigger_ignores_a_single_outlier():
+    emb = piecewise_stream(boundaries=(0, 30))
+    emb[15] = -emb[15] * 10  # one glitch window
+    events = run_trigger(emb, OnlineTriggerConfig(threshold=0.3, hysteresis=2, min_len=2))
+    assert [e.segment_start for e in events] == [0]
+
+
+def test_uniform_decode_count_is_exact():
+    assert uniform_count(10.0, 1.0) == 10
+    assert uniform_count(10.0, 2.0) == 20
+    assert uniform_count(10.0, 0.35) == 3
+    assert uniform_count(10.0, 0.01) == 1
+    assert uniform_count(9.999999999, 1.0) == 10  # float noise does not drop a decode
+    times = np.arange(0.25, 10.0, 0.5)  # windows every 0.5 s covering 10 s
+    stream = Stream("s", times, np.zeros((len(times), 4)), [(5.0, "x")], duration=10.0)
+    points = uniform_points(stream, 1.0)
+    assert len(points) == 10
+    assert [round(p.time, 6) for p in points] == [k + 0.5 for k in range(10)]
+
+
+def test_nearest_in_time_matching_hand_made():
+    truth = [0.0, 2.4, 2.6, 9.0]
+    decoded = [1.0, 3.0, 7.0]
+    assert match_nearest_in_time(truth, decoded) == [0, 1, 1, 2]
+    assert match_nearest_in_time([2.0], [1.0, 3.0]) == [0]  # tie goes to the earlier output
+
+
+def test_ward_points_pool_segment_means_at_midpoints():
+    emb = piecewise_stream(boundaries=(0, 4, 10), noise=0.0)
+    times = np.arange(10) + 0.5
+    stream = Stream("s", times, emb, [], duration=10.0)
+    points = ward_points(stream, 2)
+    assert [p.time for p in points] == [2.0, 7.0]
+    np.testing.assert_allclose(points[1].embedding, emb[4:].mean(0))
+
+
+def test_savings_factor_interpolates_on_the_rate_axis():
+    rows = [SweepRow("uniform", 1.0, 1.0, 30.0, 100), SweepRow("uniform", 0.5, 0.5, 20.0, 50),
+            SweepRow("ward", 1.0, 1.0, 40.0, 100), SweepRow("ward", 0.5, 0.5, 35.0, 50),
+            SweepRow("ward", 0.2, 0.2, 25.0, 20)]
+    # Ward reaches 29.7 (30 × 0.99) between 0.2 Hz (25) and 0.5 Hz (35): at 0.2 + 4.7/10 × 0.3 = 0.341 Hz.
+    assert rate_to_reach(rows, "ward", 29.7) == pytest.approx(0.341)
+    assert savings_factor(rows, "ward") == pytest.approx(1.0 / 0.341)
+    assert savings_factor(rows, "uniform") == pytest.approx(1.0 / (0.5 + 9.7 / 10 * 0.5))
+
+
+def test_cider_prefers_the_right_caption():
+    refs = ["a small red circle moves left", "two large blue squares move up", "a white cross grows"]
+    right = cider(refs, refs)
+    wrong = cider(refs, [refs[1], refs[2], refs[0]])
+    assert right > 1.0 > wrong
+
+
+def test_sweep_on_a_stream_with_a_lookup_decoder():
+    """With a decoder that names the nearest segment centre, Ward needs fewer decodes than uniform."""
+    rng = np.random.default_rng(3)
+    boundaries = (0, 40, 44, 100, 104, 160)  # long and short events, windows every 0.5 s
+    captions_text = ["a red circle moves left", "a blue square grows", "two green crosses move up",
+                     "a white diamond shrinks", "three yellow triangles move down"]
+    centres = rng.normal(size=(5, 12))
+    emb = np.concatenate([centres[i] + 0.02 * rng.normal(size=(b - a, 12))
+                          for i, (a, b) in enumerate(zip(boundaries, boundaries[1:]))])
+    times = np.arange(len(emb)) * 0.5 + 0.25
+    truth = [((a + b) / 4.0, captions_text[i]) for i, (a, b) in enumerate(zip(boundaries, boundaries[1:]))]
+    stream = Stream("s", times, emb, truth, duration=len(emb) * 0.5)
+
+    def decode(batch):
+        nearest = ((batch[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        return [captions_text[i] for i in nearest]
+
+    rows = sweep([stream], decode, rates=[1.0, 0.5, 0.25, 0.1, 0.0625], thresholds=[0.3])
+    ward_at = {r.setting: r.cider for r in rows if r.method == "ward"}
+    uniform_at = {r.setting: r.cider for r in rows if r.method == "uniform"}
+    assert ward_at[0.0625] > uniform_at[0.0625]  # 5 decodes: Ward finds all 5 events, uniform cannot
+    online = [r for r in rows if r.method == "online"][0]
+    assert online.n_decodes == 5 and online.mean_latency_windows is not None
+    points, latencies = online_points(stream, OnlineTriggerConfig(threshold=0.3))
+    assert len(points) == 5 and max(latencies) <= 2
