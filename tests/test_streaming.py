@@ -136,3 +136,29 @@ def test_sweep_on_a_stream_with_a_lookup_decoder():
     assert online.n_decodes == 5 and online.mean_latency_windows is not None
     points, latencies = online_points(stream, OnlineTriggerConfig(threshold=0.3))
     assert len(points) == 5 and max(latencies) <= 2
+
+
+def test_embed_stream_reuses_per_frame_tokens_exactly(tiny_cfg):
+    """Windows built from per-frame tokens equal encoding each window at once."""
+    import torch
+
+    from vljepa.encoders import build_x_encoder
+    from vljepa.model import build_model
+    from vljepa.streaming.embed import embed_stream
+
+    torch.manual_seed(0)
+    encoder = build_x_encoder(tiny_cfg.x_encoder)
+    model = build_model(tiny_cfg)
+    rng = np.random.default_rng(0)
+    frames = [(t * 0.5, rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)) for t in range(7)]
+    out = list(embed_stream(iter(frames), encoder, model, window_frames=2, stride_frames=1))
+    assert len(out) == 6 and [w.start for w in out] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    from vljepa.streaming.embed import _normalise
+
+    window = np.stack([frames[3][1], frames[4][1]])
+    tokens = encoder.encode(_normalise(window, encoder.spec.mean, encoder.spec.std)[None])
+    with torch.no_grad():
+        expected = model.predict(tokens)[0]
+    np.testing.assert_allclose(out[3].embedding, (expected / expected.norm()).numpy(), rtol=1e-4, atol=1e-5)
+    strided = list(embed_stream(iter(frames), encoder, model, window_frames=3, stride_frames=2))
+    assert [w.start for w in strided] == [0.0, 1.0, 2.0]
