@@ -21,6 +21,16 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from vljepa.config import get_preset
+    from vljepa.plan import format_plan, paper_workloads, plan
+
+    result = plan(get_preset(args.preset), paper_workloads(args.stage), gpus=args.gpus, gpu=args.gpu,
+                  mfu=args.mfu, precision=args.precision, live_x_encoder=not args.cached_tokens)
+    print(json.dumps(result, indent=2) if args.json else format_plan(result))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from vljepa.config import get_preset
 
@@ -51,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
     p.add_argument("--json", action="store_true", help="print JSON: {component: {total, trainable}}")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("plan", help="estimate parameters, tokens, memory, FLOPs, cache size and GPU-hours "
+                       "of the paper's schedule before launching anything")
+    p.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"])
+    p.add_argument("--stage", default="pretrain", choices=["pretrain", "sft"],
+                   help="pretrain: image phase, 100k steps × batch 24k; sft: 35k steps × batch 6k (paper Sec. 3)")
+    p.add_argument("--gpus", type=int, default=192, help="GPUs in the job (paper: 24 nodes × 8)")
+    p.add_argument("--gpu", default="h200", choices=["h200", "h100", "a100", "l40s"], help="for the bf16 peak")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--cached-tokens", action="store_true", help="x-encoder tokens come from a cache (no encoder FLOPs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("config", help="print a preset's resolved config as JSON")
     p.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
