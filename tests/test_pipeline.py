@@ -74,3 +74,38 @@ def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
     job_dirs = list((state / "submitit").iterdir())
     assert job_dirs, "submitit wrote no job folder"
     assert os.getpid() not in {int(p.name) for p in job_dirs if p.name.isdigit()}
+
+
+@pytest.mark.parametrize("method", ["online", "ward", "uniform"])
+def test_stream_cli_prints_timestamped_captions(first_run, capsys, method):
+    from flows.stream_cli import main as stream_main
+
+    run, _ = first_run
+    video = sorted((run.state_path() / "data").rglob("clip_*.mp4"))[0]
+    assert stream_main([str(video), "--state-dir", str(run.state_path()), "--method", method,
+                        "--rate", "1.0", "--window", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    captions = [line for line in out if line.startswith("[")]
+    assert captions and all("s" in line.split("]")[0] for line in captions)
+    assert out[-1].startswith("decodes: ") and "uniform 1 Hz" in out[-1]
+
+
+def test_selective_decoding_benchmark_runs_on_the_tiny_corpus(first_run, tmp_path):
+    from flows.selective import SelectiveConfig, event_clips, run_selective
+    from flows.stream_cli import caption_bank, latest_checkpoint
+    from vljepa.encoders import build_x_encoder
+    from vljepa.train import load_checkpoint
+
+    run, _ = first_run
+    state = run.state_path()
+    model = load_checkpoint(latest_checkpoint(state))
+    cfg = SelectiveConfig(split="train", window_frames=2, stream_seconds=20.0, max_clips=6,
+                          rates=(1.0, 0.5), thresholds=(0.1,))
+    assert event_clips(state / "manifest.duckdb", cfg)
+    result = run_selective(model, build_x_encoder(model.cfg.x_encoder), state / "manifest.duckdb",
+                           caption_bank(state / "manifest.duckdb"), cfg, tmp_path)
+    methods = {row["method"] for row in result["rows"]}
+    assert methods == {"uniform", "ward", "online"}
+    uniform_1hz = [r for r in result["rows"] if r["method"] == "uniform" and r["setting"] == 1.0][0]
+    assert uniform_1hz["n_decodes"] >= result["stream_seconds"] // 1 - result["n_streams"]
+    assert (tmp_path / "pareto.png").stat().st_size > 1000 and (tmp_path / "selective_decoding.md").is_file()

@@ -88,11 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "(see `vljepa run --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("stream", help="timestamped captions of a video with selective decoding "
+                       "(see `vljepa stream --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_stream)
     return parser
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from flows.stream_cli import main as stream_main
+
+    return stream_main(args.rest) or 0
+
+
 # Sub-commands that own their argument parsing (their --help is their own).
-PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run}
+PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream}
 
 
 def main(argv: list[str] | None = None) -> int:
