@@ -19,6 +19,9 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     flow.deploy(name="full", work_pool_name=work_pool, parameters={"preset": "small"},
                 description="Stage-1 pretraining on the embedded default, end to end.", print_next_steps=False)
     deployed.append("pretrain/full")
+    from flows.selective_decoding import deploy_selective_decoding
+
+    deployed.append(deploy_selective_decoding(work_pool))
     return deployed
 
 

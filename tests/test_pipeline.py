@@ -109,3 +109,20 @@ def test_selective_decoding_benchmark_runs_on_the_tiny_corpus(first_run, tmp_pat
     uniform_1hz = [r for r in result["rows"] if r["method"] == "uniform" and r["setting"] == 1.0][0]
     assert uniform_1hz["n_decodes"] >= result["stream_seconds"] // 1 - result["n_streams"]
     assert (tmp_path / "pareto.png").stat().st_size > 1000 and (tmp_path / "selective_decoding.md").is_file()
+
+
+def test_selective_decoding_sweep_logs_into_the_models_run(first_run):
+    from mlflow.tracking import MlflowClient
+
+    from flows.selective_decoding import sweep_registered_model
+
+    run, result = first_run
+    out = sweep_registered_model(state_dir=str(run.state_path()), tracking_uri=run.resolved_tracking_uri(),
+                                 max_clips=4, split="train")
+    client = MlflowClient(run.resolved_tracking_uri())
+    version = client.get_model_version_by_alias("vljepa", "candidate")
+    logged = client.get_run(version.run_id)
+    assert "selective/compute_per_window_over_stride" in logged.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "selective_decoding")}
+    assert "selective_decoding/pareto.png" in artifacts
+    assert out["n_streams"] >= 1
