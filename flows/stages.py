@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from vljepa.config import VLJepaConfig, get_preset, replace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +162,10 @@ def load_split(db_path: Path, cache_path: str, split: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage 2: training (the function a submitit job runs)
+# Stage 2: training (the function a submitit job runs; launching is in flows/launch.py)
+
+SFT_SQL = Path(__file__).with_name("sql") / "sft_annotations.sql"
+CLASSIFICATION_QUERY = "what object is this?"
 
 
 @dataclass
@@ -170,36 +175,156 @@ class TrainSummary:
     steps: int = 0
     samples_seen: int = 0
     seconds: float = 0.0
+    resumed_from: int | None = None
+    validation: list[dict[str, float]] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainDataSpec:
+    """Where a training job's data is: plain strings, so it pickles for submitit."""
+
+    db_path: str
+    train_cache: str
+    val_cache: str | None = None  # validation split's token cache: retrieval R@1 picks the best checkpoint
+    corpus_dir: str | None = None  # for the label set of validation classification
+    mix: str | None = None  # SFT: a named DuckDB mix (preprocessing.mix); None = the default SFT samples
+    n_draws: int | None = None  # draws from the mix (default: one per available sample)
+    dataset: str = "synthetic"
+
+
+def load_sft_split(db_path: Path, cache_path: str, split: str, *, mix: str | None = None,
+                   n_draws: int | None = None, seed: int = 0, dataset: str = "synthetic"):
+    """SFT samples (query, target) over a split's cached tokens.
+
+    Default: every VQA pair, caption (query-free) and class label of the split's cached clips
+    (``flows/sql/sft_annotations.sql``). With ``mix``: ``n_draws`` seeded draws of that named
+    DuckDB mix (``preprocessing.mix.draw``), in draw order.
+    """
+    from preprocessing.cache import read_token_cache
+    from preprocessing.manifest import open_manifest
+    from vljepa.data import QueryTargetDataset
+
+    cache = read_token_cache(cache_path)
+    row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
+    con = open_manifest(db_path)
+    try:
+        result = con.execute(SFT_SQL.read_text(), {"split": split, "dataset": dataset,
+                                                   "classification_query": CLASSIFICATION_QUERY})
+        rows = {(r[0], r[1], r[2]): (r[3], r[4]) for r in result.fetchall()}
+        if mix is not None:
+            from preprocessing.mix import draw
+
+            keys = [(d.source_id, d.task, d.idx) for d in draw(con, mix, n_draws or len(rows), seed=seed)]
+        else:
+            keys = list(rows)
+    finally:
+        con.close()
+    missing = [k for k in keys if k not in rows]
+    if missing:
+        raise KeyError(f"{len(missing)} drawn samples are not SFT annotations of split {split!r}, e.g. {missing[:3]}")
+    keys = [k for k in keys if k[0] in row_of and rows[k][1]]  # clips that failed to encode are skipped
+    if not keys:
+        raise ValueError(f"no SFT samples for split {split!r} in cache {cache_path}")
+    return QueryTargetDataset(sample_ids=[f"{s}/{t}/{i}" for s, t, i in keys], tokens=cache.tokens,
+                              token_row=np.array([row_of[k[0]] for k in keys]), queries=[rows[k][0] for k in keys],
+                              texts=[rows[k][1] for k in keys], tasks=[k[1] for k in keys])
+
+
+def load_live_split(cfg: VLJepaConfig, db_path: Path, split: str):
+    """``train.mode = "live"``: decoded frames of a split for the frozen x-encoder in the loop."""
+    import torch
+
+    from preprocessing.decode import decode_frames, frames_to_tensor
+    from preprocessing.manifest import open_manifest, split_rows
+    from vljepa.data import LiveFrames
+    from vljepa.encoders import build_x_encoder
+
+    encoder = build_x_encoder(cfg.x_encoder)
+    con = open_manifest(db_path)
+    try:
+        rows = split_rows(con, split)
+    finally:
+        con.close()
+    spec = encoder.spec
+    frames = [frames_to_tensor(decode_frames(r["path"], num_frames=spec.num_frames, size=spec.image_size).frames,
+                               spec.mean, spec.std) for r in rows]
+    return LiveFrames(frames=torch.stack(frames), texts=[r["caption"] for r in rows], encode=encoder.encode)
+
+
+def load_training_data(cfg: VLJepaConfig, spec: TrainDataSpec):
+    """The ``TrainData`` source for ``cfg.train.stage`` / ``cfg.train.mode``."""
+    if cfg.train.stage == "sft":
+        return load_sft_split(Path(spec.db_path), spec.train_cache, "train", mix=spec.mix, n_draws=spec.n_draws,
+                              seed=cfg.train.seed, dataset=spec.dataset)
+    if cfg.train.mode == "live":
+        return load_live_split(cfg, Path(spec.db_path), "train")
+    return load_split(Path(spec.db_path), spec.train_cache, "train")
+
+
+def validator(spec: TrainDataSpec):
+    """``validate(model)``: retrieval and classification on the val split (None without a val cache)."""
+    if spec.val_cache is None:
+        return None
+    from vljepa.evaluate import evaluate
+
+    data = load_split(Path(spec.db_path), spec.val_cache, "val")
+    labels = json.loads((Path(spec.corpus_dir) / "corpus.json").read_text())["labels"] if spec.corpus_dir else None
+
+    def validate(model) -> dict[str, float]:
+        return evaluate(model, data, label_set=labels).metrics
+
+    return validate
+
+
+def run_training(cfg_json: str, spec: TrainDataSpec, out_dir: str, *, progress: bool = True,
+                 tracking=None) -> TrainSummary:
+    """One training job: set up torch.distributed (torchrun / submitit / single), train, track.
+
+    ``tracking`` is a ``flows.train_tracker.TrackingSpec`` (MLflow) or None.
+    """
+    from vljepa.distributed import init_distributed, resolve_env, shutdown
+    from vljepa.train import train
+
+    cfg = VLJepaConfig.from_json(cfg_json)
+    dist = init_distributed(resolve_env())
+    tracker = None
+    try:
+        data = load_training_data(cfg, spec)
+        if tracking is not None and dist.is_main:
+            from flows.train_tracker import MlflowTracker
+
+            tracker = MlflowTracker.start(tracking, cfg, extra_params={"data.n_train": len(data)},
+                                          world_size=dist.world_size)
+        result = train(cfg, data, out_dir, progress=progress and dist.is_main, validate=validator(spec), dist=dist,
+                       log_step=tracker.log_step if tracker else None)
+        summary = TrainSummary(checkpoint_dir=str(result.checkpoint_dir), history=result.history, steps=result.steps,
+                               samples_seen=result.samples_seen, seconds=result.seconds,
+                               resumed_from=result.resumed_from, validation=result.validation,
+                               mlflow_run_id=tracker.run_id if tracker else None)
+        if tracker is not None:
+            tracker.finish(summary, status="FINISHED")
+        return summary
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(None, status="FAILED")
+        raise
+    finally:
+        shutdown(dist)
 
 
 def train_from_cache(cfg_json: str, db_path: str, train_cache: str, out_dir: str, progress: bool = True) -> TrainSummary:
     """Train on a cached split; arguments are plain strings so the call pickles for submitit."""
-    from vljepa.train import train
-
-    cfg = VLJepaConfig.from_json(cfg_json)
-    data = load_split(Path(db_path), train_cache, "train")
-    result = train(cfg, data, out_dir, progress=progress)
-    return TrainSummary(checkpoint_dir=str(result.checkpoint_dir), history=result.history, steps=result.steps,
-                        samples_seen=result.samples_seen, seconds=result.seconds)
+    return run_training(cfg_json, TrainDataSpec(db_path=db_path, train_cache=train_cache), out_dir, progress=progress)
 
 
 def launch_training(cfg: VLJepaConfig, run: RunConfig, db_path: Path, train_cache: str, out_dir: Path) -> TrainSummary:
-    """Run ``train_from_cache`` inline or as a submitit job (local subprocess here, Slurm on a cluster)."""
-    args = (cfg.to_json(), str(db_path), train_cache, str(out_dir), run.progress)
-    if run.launcher == "inline":
-        return train_from_cache(*args)
-    import submitit
+    """Run ``run_training`` inline or as a submitit job (local subprocess here, Slurm on a cluster)."""
+    from flows.launch import launch
 
-    folder = run.state_path() / "submitit" / "%j"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster="local")
-    # LocalExecutor kills jobs after 2 minutes unless timeout_min is set (STACK-NOTES).
-    executor.update_parameters(timeout_min=240, name=f"vljepa-train-{cfg.preset}")
-    job = executor.submit(train_from_cache, *args)
-    try:
-        return job.result()
-    except Exception as exc:
-        stderr = (job.stderr() or "")[-4000:]
-        raise RuntimeError(f"training job {job.job_id} failed: {exc}\n--- job stderr (tail) ---\n{stderr}") from exc
+    spec = TrainDataSpec(db_path=str(db_path), train_cache=train_cache)
+    return launch(cfg, spec, out_dir, launcher=run.launcher, folder=run.state_path() / "submitit",
+                  progress=run.progress).result()
 
 
 # ---------------------------------------------------------------------------------------------

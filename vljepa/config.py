@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 LossName = Literal["infonce", "l2", "l1", "cosine"]
 AttentionKind = Literal["bidirectional", "causal"]
+Stage = Literal["pretrain", "sft"]
+Phase = Literal["image", "video"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,13 +92,16 @@ class YEncoderConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Optimisation of predictor + y-encoder on cached frozen tokens."""
+    """Optimisation of predictor + y-encoder on cached frozen tokens (one stage / phase)."""
 
-    batch_size: int = 64
+    stage: Stage = "pretrain"  # "pretrain": query-free captions; "sft": (query, answer) mix (paper Sec. 3.2)
+    phase: Phase = "video"  # stage-1 phase: "image" = 1 frame per sample, "video" = joint image+video
+    batch_size: int = 64  # global batch per optimiser step, over all ranks and accumulation steps
+    grad_accum_steps: int = 1  # micro-steps per optimiser step; InfoNCE negatives span one micro-step
     epochs: float = 3.0  # passes over the training split
     max_steps: int | None = None  # overrides epochs when set
     lr: float = 5e-5  # predictor lr (paper: 5e-5 constant in pretraining)
-    weight_decay: float = 0.05
+    weight_decay: float = 0.05  # not on biases, norms and embedding tables (model.param_groups)
     warmup_steps: int = 10
     schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
@@ -105,8 +110,31 @@ class TrainConfig:
     query: str = ""  # stage 1 pretraining is query-free (paper Sec. 3)
     seed: int = 0
     device: str = "cpu"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA that has it, else fp32
+    mode: Literal["cached", "live"] = "cached"  # live: the frozen x-encoder runs in the loop (comparison)
     num_threads: int | None = None  # torch intra-op threads; None = torch default
     log_every: int = 5
+    checkpoint_every: int | None = None  # steps between resumable checkpoints; None = only at the end
+    keep_last: int = 2  # resumable checkpoints kept (plus the best by validation t2v_r1)
+    eval_every: int | None = None  # steps between validations (retrieval R@1 on the val split)
+    init_from: str | None = None  # checkpoint dir whose model weights start this stage (SFT, phase 1B)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmConfig:
+    """Slurm resources for the submitit launcher (ignored by the local and inline launchers)."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None  # None: one task per GPU (or 1 without GPUs)
+    cpus_per_task: int = 2
+    partition: str | None = None
+    time_min: int = 240  # wall-clock limit per job; jobs requeue from the last checkpoint on timeout
+    account: str | None = None
+    constraint: str | None = None
+    mem_gb: int | None = None  # per node
+    qos: str | None = None
+    max_requeues: int = 10  # submitit's max_num_timeout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +159,7 @@ class VLJepaConfig:
     shared_dim: int = 1536  # paper: 1536-d shared embedding space
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,8 +277,10 @@ def paper() -> VLJepaConfig:
         shared_dim=1536,
         # Stage 1, image phase: batch 24k, constant lr 5e-5, 100k iterations (paper Sec. 3).
         train=TrainConfig(batch_size=24000, max_steps=100_000, lr=5e-5, schedule="constant",
-                          warmup_steps=0, device="cuda"),
+                          warmup_steps=0, device="cuda", phase="image"),
         data=DataConfig(generate=False),
+        # Paper: 24 nodes × 8 H200 for ~2 weeks (stage 1); jobs requeue from checkpoints.
+        slurm=SlurmConfig(nodes=24, gpus_per_node=8, cpus_per_task=12, time_min=72 * 60, mem_gb=1800),
     )
 
 
@@ -301,6 +332,58 @@ def tiny() -> VLJepaConfig:
 
 
 PRESETS = {"paper": paper, "small": small, "tiny": tiny}
+
+# The two-stage recipe (paper Sec. 3.2, explained in shared/paper/001 §3.2): per preset and
+# (stage, phase), the values that change from the preset. Stage 1 phase "image" is 1 frame per
+# sample; phase "video" continues from it with the preset's frames; stage 2 "sft" continues
+# from stage 1 on the VQA / caption / classification / pretraining mix with a cosine schedule.
+RECIPES: dict[str, dict[tuple[str, str | None], dict[str, Any]]] = {
+    "paper": {
+        ("pretrain", "image"): {"x_encoder.num_frames": 1, "train.batch_size": 24000, "train.max_steps": 100_000,
+                                "train.lr": 5e-5, "train.schedule": "constant", "train.warmup_steps": 0},
+        # Phase 1B length is not given in the paper ("subsequent iterations"); set max_steps to taste.
+        ("pretrain", "video"): {"x_encoder.num_frames": 16, "train.batch_size": 24000, "train.max_steps": None,
+                                "train.epochs": 1.0, "train.lr": 5e-5, "train.schedule": "constant",
+                                "train.warmup_steps": 0},
+        # SFT: batch 6k, 35k steps, cosine from the initial rate (the rate itself is not given).
+        ("sft", None): {"x_encoder.num_frames": 16, "train.batch_size": 6000, "train.max_steps": 35_000,
+                        "train.lr": 5e-5, "train.schedule": "cosine", "train.warmup_steps": 0},
+    },
+    "small": {
+        ("pretrain", "image"): {"x_encoder.num_frames": 1},
+        ("pretrain", "video"): {},  # the preset itself: the main job's training
+        ("sft", None): {"train.epochs": 2.0, "train.lr": 1e-4, "train.schedule": "cosine", "train.warmup_steps": 5},
+    },
+    "tiny": {
+        ("pretrain", "image"): {"x_encoder.num_frames": 1},
+        ("pretrain", "video"): {},
+        ("sft", None): {"train.schedule": "cosine", "train.warmup_steps": 1},
+    },
+}
+
+
+def stage_config(cfg: VLJepaConfig, stage: Stage, phase: Phase | None = None,
+                 init_from: str | None = None) -> VLJepaConfig:
+    """``cfg`` with the recipe values of one stage / phase applied (see ``RECIPES``).
+
+    Args:
+        stage: "pretrain" (stage 1) or "sft" (stage 2).
+        phase: stage 1 only: "image" (phase 1A) or "video" (phase 1B, the default).
+        init_from: a checkpoint directory whose weights start this stage.
+    """
+    if stage == "sft" and phase is not None:
+        raise ValueError("phase applies to stage 'pretrain' only")
+    phase = phase or ("video" if stage == "pretrain" else None)
+    try:
+        recipe = RECIPES[cfg.preset][(stage, phase)]
+    except KeyError:
+        raise KeyError(f"no recipe for preset {cfg.preset!r}, stage {stage!r}, phase {phase!r}") from None
+    changes = dict(recipe)
+    changes["train.stage"] = stage
+    changes["train.phase"] = phase or cfg.train.phase
+    if init_from is not None:
+        changes["train.init_from"] = init_from
+    return replace(cfg, **changes)
 
 
 def get_preset(name: str) -> VLJepaConfig:

@@ -14,24 +14,49 @@ import torch.nn.functional as F
 from vljepa.config import LossName
 
 
-def info_nce(predicted: torch.Tensor, target: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """Bidirectional InfoNCE over a batch.
+def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """All ranks' ``(b, D)`` features as one ``(world_size * b, D)`` tensor, with gradient.
+
+    As open_clip's ``gather_features(gather_with_grad=True)``: the backward of
+    ``torch.distributed.nn.all_gather`` sums, on each rank, the gradients that every rank's loss
+    sends to that rank's features, so averaging parameter gradients over ranks (DDP) gives
+    exactly the gradient of the global-batch loss. Ranks must hold equal batch sizes.
+    """
+    if world_size == 1:
+        return features
+    import torch.distributed.nn as dist_nn
+
+    return torch.cat(dist_nn.all_gather(features), dim=0)
+
+
+def info_nce(predicted: torch.Tensor, target: torch.Tensor, temperature: float = 0.07, *,
+             rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Bidirectional InfoNCE over a batch whose negatives span all ranks.
 
     Args:
-        predicted: ``(B, D)`` predictor outputs.
-        target: ``(B, D)`` y-encoder outputs; row i is the positive of ``predicted[i]``, every
-            other row a negative.
+        predicted: ``(b, D)`` predictor outputs of this rank.
+        target: ``(b, D)`` y-encoder outputs; row i is the positive of ``predicted[i]``, every
+            other row of every rank a negative.
         temperature: softmax temperature τ (logits are cosine similarities / τ).
+        rank, world_size: this process's place in the data-parallel group (1 process: 0, 1).
     Returns:
-        Scalar: mean of the predicted→target and target→predicted cross-entropies.
+        Scalar: mean of the predicted→target and target→predicted cross-entropies over this
+        rank's rows (the "local loss" of open_clip); its mean over ranks is the global-batch loss.
     """
     if predicted.shape != target.shape or predicted.ndim != 2:
         raise ValueError(f"expected two (B, D) tensors, got {tuple(predicted.shape)} and {tuple(target.shape)}")
     predicted = F.normalize(predicted, dim=-1)
     target = F.normalize(target, dim=-1)
-    logits = predicted @ target.T / temperature  # (B, B)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    if world_size == 1:  # one (B, B) matrix and its transpose
+        logits = predicted @ target.T / temperature  # (B, B)
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    all_predicted = gather_features(predicted, rank, world_size)  # (W*b, D)
+    all_target = gather_features(target, rank, world_size)  # (W*b, D)
+    labels = torch.arange(predicted.shape[0], device=predicted.device) + rank * predicted.shape[0]
+    logits_p2t = predicted @ all_target.T / temperature  # (b, W*b)
+    logits_t2p = target @ all_predicted.T / temperature  # (b, W*b)
+    return 0.5 * (F.cross_entropy(logits_p2t, labels) + F.cross_entropy(logits_t2p, labels))
 
 
 def l2_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -49,10 +74,10 @@ def cosine_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def embedding_loss(name: LossName, predicted: torch.Tensor, target: torch.Tensor, *,
-                   temperature: float = 0.07) -> torch.Tensor:
-    """Dispatch on the configured loss name."""
+                   temperature: float = 0.07, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Dispatch on the configured loss name; only InfoNCE couples samples across ranks."""
     if name == "infonce":
-        return info_nce(predicted, target, temperature)
+        return info_nce(predicted, target, temperature, rank=rank, world_size=world_size)
     if name == "l2":
         return l2_loss(predicted, target)
     if name == "l1":

@@ -1,164 +1,267 @@
-"""Training of predictor + y-encoder on cached frozen tokens (stage 1 pretraining, query-free).
+"""Training of predictor + y-encoder on cached frozen tokens: one stage (or phase) of the recipe.
 
 ``train(cfg, data, out_dir)`` is the in-process entry point; CLIs, Prefect tasks and submitit
 jobs wrap it. Paper recipe (Sec. 3): AdamW, predictor lr 5e-5, y-encoder lr × 0.05, constant lr
-in pretraining, bidirectional InfoNCE in a shared 1536-d space.
+in pretraining and cosine in SFT, bidirectional InfoNCE in the shared space with negatives from
+every rank.
+
+``out_dir`` receives the final model (``model.safetensors``, ``config.json``,
+``train_summary.json``) and ``checkpoints/step-*`` to resume from: a run restarted on the same
+``out_dir`` (after a crash, a SIGKILL or a Slurm requeue) continues from its last checkpoint and
+ends bit-identical on CPU to a run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
+from vljepa.checkpoint import CheckpointManager
 from vljepa.config import VLJepaConfig
-from vljepa.data import TokenTextDataset, epoch_batches
+from vljepa.data import BatchStream, TokenTextDataset, TrainData, epoch_batches  # noqa: F401  (re-export)
+from vljepa.distributed import DistContext
 from vljepa.losses import embedding_loss
 from vljepa.model import VLJepa, build_model, param_groups
+from vljepa.schedule import lr_lambda, total_steps  # noqa: F401  (re-exported for callers)
 
 StepLogger = Callable[[int, dict[str, float]], None]
+Validator = Callable[[VLJepa], dict[str, float]]
 
 
 @dataclass
 class TrainResult:
     model: VLJepa
     checkpoint_dir: Path
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per step, resumed ones included
     steps: int = 0
     samples_seen: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock of this process's part of the run
+    resumed_from: int | None = None  # step of the checkpoint this run started from
+    validation: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value, ...}
 
 
-def lr_lambda(cfg: VLJepaConfig, total_steps: int) -> Callable[[int], float]:
-    """Linear warmup, then constant (pretraining) or cosine to zero (SFT)."""
-    warmup = max(cfg.train.warmup_steps, 0)
+class TrainStep(nn.Module):
+    """One forward pass of both branches, as a module so DistributedDataParallel can wrap it."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.train.schedule == "cosine":
-            progress = (step - warmup) / max(total_steps - warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        return 1.0
+    def __init__(self, model: VLJepa) -> None:
+        super().__init__()
+        self.model = model
 
-    return factor
+    def forward(self, visual: torch.Tensor, queries: list[str] | None, texts: list[str]):
+        predicted = self.model.predict(visual, queries)  # (b, S)
+        target = self.model.encode_text(texts)  # (b, S)
+        return predicted, target
 
 
-def total_steps(cfg: VLJepaConfig, n_samples: int) -> int:
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    per_epoch = n_samples // cfg.train.batch_size
-    return max(1, int(round(cfg.train.epochs * per_epoch)))
+def autocast_for(cfg: VLJepaConfig, device: torch.device):
+    """bf16 autocast where the device supports it (CUDA with bf16), else full fp32."""
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
-def save_checkpoint(model: VLJepa, out_dir: Path, extra: dict | None = None) -> Path:
-    """model.safetensors + config.json (+ extra JSON), written to a temp dir and renamed."""
-    import os
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(model.cfg.to_json())
-    if extra:
-        (tmp / "train_summary.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+def micro_batch_sizes(cfg: VLJepaConfig, world_size: int) -> tuple[int, int]:
+    """(global micro-batch, per-rank micro-batch); the global batch must split evenly."""
+    tcfg = cfg.train
+    per_micro, rem = divmod(tcfg.batch_size, tcfg.grad_accum_steps)
+    per_rank, rem2 = divmod(per_micro, world_size)
+    if rem or rem2 or per_rank == 0:
+        raise ValueError(f"train.batch_size={tcfg.batch_size} must be a multiple of grad_accum_steps="
+                         f"{tcfg.grad_accum_steps} × world_size={world_size}")
+    return per_micro, per_rank
 
 
-def load_checkpoint(checkpoint_dir: str | Path) -> VLJepa:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly."""
-    from safetensors.torch import load_file
-
-    checkpoint_dir = Path(checkpoint_dir)
-    cfg = VLJepaConfig.from_json((checkpoint_dir / "config.json").read_text())
-    model = build_model(cfg, load_weights=False)
-    model.load_state_dict(load_file(str(checkpoint_dir / "model.safetensors")), strict=True)
-    model.eval()
-    return model
-
-
-def train(cfg: VLJepaConfig, data: TokenTextDataset, out_dir: str | Path, *,
-          log_step: StepLogger | None = None, progress: bool = True) -> TrainResult:
-    """Train on ``data`` and save the final checkpoint to ``out_dir``.
+def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: StepLogger | None = None,
+          progress: bool = True, validate: Validator | None = None, dist: DistContext | None = None,
+          resume: bool = True) -> TrainResult:
+    """Train on ``data``, checkpointing under ``out_dir/checkpoints``; save the final model to ``out_dir``.
 
     Args:
         cfg: resolved config (``cfg.train`` drives the optimisation).
-        data: cached visual tokens ``(S, N, D)`` with their target texts.
-        out_dir: checkpoint directory (``model.safetensors``, ``config.json``).
-        log_step: called as ``log_step(step, metrics)`` after every step (MLflow, say).
+        data: a ``TrainData`` source: visual tokens ``(b, N, D)``, target texts, optional queries.
+        out_dir: run directory; an existing checkpoint in it is resumed when ``resume``.
+        log_step: called on rank 0 as ``log_step(step, metrics)`` after every step (MLflow, say).
+        validate: ``validate(model) -> metrics`` (with ``t2v_r1``), run at every checkpoint and every
+            ``train.eval_every`` steps; the best checkpoint by ``t2v_r1`` is kept.
+        dist: rank / world size (``vljepa.distributed.init_distributed``); None = one process.
     """
     tcfg = cfg.train
+    dist = dist or DistContext()
+    out_dir = Path(out_dir)
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
-    torch.manual_seed(tcfg.seed)
-    device = torch.device(tcfg.device)
+    device = torch.device(tcfg.device if tcfg.device != "cuda" else f"cuda:{dist.local_rank}")
+    torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
+    if tcfg.init_from:
+        _load_weights(model, Path(tcfg.init_from))
     model.train()
     steps = total_steps(cfg, len(data))
     optimizer = torch.optim.AdamW(param_groups(model, lr=tcfg.lr, weight_decay=tcfg.weight_decay),
                                   betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    generator = torch.Generator().manual_seed(tcfg.seed)
-    queries = [tcfg.query] * tcfg.batch_size if tcfg.query else None
+    stream = BatchStream(len(data), tcfg.batch_size, tcfg.seed)
+    micro_global, micro_local = micro_batch_sizes(cfg, dist.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
+    manager = CheckpointManager(out_dir / "checkpoints", keep_last=tcfg.keep_last)
 
-    result = TrainResult(model=model, checkpoint_dir=Path(out_dir))
-    bar = _progress(steps, progress)
-    start = time.perf_counter()
-    batches: list[torch.Tensor] = []
-    for step in range(steps):
-        if not batches:
-            batches = epoch_batches(len(data), tcfg.batch_size, generator)
-        index = batches.pop(0)
+    result = TrainResult(model=model, checkpoint_dir=out_dir)
+    start_step = 0
+    latest = manager.latest() if resume else None
+    if latest is not None:
+        state = manager.load(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+        stream.load_state_dict(state["stream"])
+        start_step, result.samples_seen = state["step"], state["samples_seen"]
+        result.history, result.validation = state["history"], state.get("validation", [])
+        result.resumed_from = start_step
+    step_module: nn.Module = TrainStep(model)
+    if dist.initialized:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+
+    def save(step: int, metrics: dict[str, float] | None) -> None:
+        if dist.is_main:
+            manager.save(step=step, model=model, optimizer=optimizer, scheduler=scheduler, cfg=cfg, metrics=metrics,
+                         state={"stream": stream.state_dict(), "samples_seen": result.samples_seen,
+                                "history": result.history, "validation": result.validation})
+        dist.barrier()
+
+    bar = _progress(steps, start_step, progress and dist.is_main)
+    wall_start = time.perf_counter()
+    for step in range(start_step, steps):
         step_start = time.perf_counter()
-        visual = data.visual(index).to(device)  # (B, N, D)
-        predicted = model.predict(visual, queries)  # (B, S)
-        target = model.encode_text(data.text(index))  # (B, S)
-        loss = embedding_loss(tcfg.loss, predicted, target, temperature=tcfg.temperature)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; last checkpoint left intact")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        global_index = stream.next()  # (B,) the same on every rank
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(tcfg.grad_accum_steps):
+            micro_index = global_index[micro * micro_global : (micro + 1) * micro_global]
+            local_index = micro_index[dist.rank * micro_local : (dist.rank + 1) * micro_local]  # (b,)
+            last_micro = micro == tcfg.grad_accum_steps - 1
+            sync = nullcontext() if (last_micro or not dist.initialized) else step_module.no_sync()
+            with sync:
+                visual = data.visual(local_index).to(device)  # (b, N, D)
+                with autocast_for(cfg, device):
+                    predicted, target = step_module(visual, data.query(local_index) or _fixed_query(tcfg, len(local_index)),
+                                                    data.text(local_index))
+                loss = embedding_loss(tcfg.loss, predicted.float(), target.float(), temperature=tcfg.temperature,
+                                      rank=dist.rank, world_size=dist.world_size) / tcfg.grad_accum_steps
+                loss.backward()
+            loss_sum += loss.detach()
+        step_loss = dist.mean(loss_sum)  # the global-batch loss, the same on every rank
+        if not torch.isfinite(step_loss):
+            last_good = manager.latest()
+            raise FloatingPointError(
+                f"non-finite loss {step_loss.item()} at step {step}; stopped before the update. Last good "
+                f"checkpoint: {last_good or 'none written yet'} (left intact; resume from it after fixing the cause)")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         lr = optimizer.param_groups[0]["lr"]  # the predictor lr this step used
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        result.samples_seen += len(index)
-        row = {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-               "samples_per_s": len(index) / (time.perf_counter() - step_start),
+        result.samples_seen += len(global_index)
+        row = {"loss": step_loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+               "samples_per_s": len(global_index) / (time.perf_counter() - step_start),
                "samples_seen": float(result.samples_seen)}
         result.history.append(row)
-        if log_step is not None:
+        if log_step is not None and dist.is_main:
             log_step(step, row)
+        done = step + 1
+        due_eval = validate is not None and tcfg.eval_every and done % tcfg.eval_every == 0
+        # With checkpointing on, the last step is checkpointed too (a later stage can continue it).
+        due_ckpt = bool(tcfg.checkpoint_every) and (done % tcfg.checkpoint_every == 0 or done == steps)
+        metrics = None
+        if validate is not None and (due_eval or due_ckpt):
+            metrics = _run_validation(model, validate, done, result, log_step if dist.is_main else None)
+        if due_ckpt:
+            save(done, metrics)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_s']:.1f}")
     if bar is not None:
         bar.close()
     result.steps = steps
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - wall_start
     model.eval()
-    save_checkpoint(model, Path(out_dir), {"steps": steps, "samples_seen": result.samples_seen,
-                                            "seconds": result.seconds, "final_loss": result.history[-1]["loss"]})
+    if dist.is_main:
+        final_loss = result.history[-1]["loss"] if result.history else None
+        save_checkpoint(model, out_dir, {"steps": steps, "samples_seen": result.samples_seen,
+                                         "seconds": result.seconds, "final_loss": final_loss,
+                                         "resumed_from": result.resumed_from, "best": manager.best()})
+    dist.barrier()
     return result
 
 
-def _progress(total: int, enabled: bool):
+def _fixed_query(tcfg, n: int) -> list[str] | None:
+    return [tcfg.query] * n if tcfg.query else None
+
+
+def _run_validation(model: VLJepa, validate: Validator, step: int, result: TrainResult,
+                    log_step: StepLogger | None) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in validate(model).items()}
+    model.train()
+    result.validation.append({"step": float(step), **metrics})
+    if log_step is not None:
+        log_step(step - 1, {f"val/{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def _load_weights(model: VLJepa, checkpoint_dir: Path) -> None:
+    """Start from another stage's weights (strict: same architecture)."""
+    from safetensors.torch import load_file
+
+    path = checkpoint_dir / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: {path} does not exist")
+    model.load_state_dict(load_file(str(path)), strict=True)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: VLJepa, out_dir: Path, extra: dict | None = None) -> Path:
+    """The final model: model.safetensors + config.json (+ train_summary.json), each written to a
+    temporary name and renamed (resumable checkpoints under ``out_dir/checkpoints`` are kept)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _write_atomic(out_dir / "model.safetensors", lambda p: save_file(state, str(p)))
+    _write_atomic(out_dir / "config.json", lambda p: p.write_text(model.cfg.to_json()))
+    if extra:
+        _write_atomic(out_dir / "train_summary.json",
+                      lambda p: p.write_text(json.dumps(extra, indent=2, sort_keys=True, default=str)))
+    return out_dir
+
+
+def load_checkpoint(checkpoint_dir: str | Path) -> VLJepa:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly."""
+    checkpoint_dir = Path(checkpoint_dir)
+    cfg = VLJepaConfig.from_json((checkpoint_dir / "config.json").read_text())
+    model = build_model(cfg, load_weights=False)
+    _load_weights(model, checkpoint_dir)
+    model.eval()
+    return model
+
+
+def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", unit="step")
+    return tqdm(total=total, initial=initial, desc="train", unit="step")

@@ -1,0 +1,148 @@
+"""Checkpoints: exact resume after SIGKILL, NaN stops with the last good checkpoint intact, pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from vljepa.config import get_preset, replace
+    from vljepa.data import TokenTextDataset
+    from vljepa.train import train
+
+    cfg = replace(get_preset("tiny"), **{"train.max_steps": 12, "train.checkpoint_every": 3,
+                                         "train.num_threads": 1, "train.batch_size": 8})
+    rng = np.random.default_rng(0)
+    texts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cube", "ring")]
+    data = TokenTextDataset([str(i) for i in range(20)], rng.standard_normal((20, 8, 32)).astype(np.float16), texts)
+    delay = float(os.environ.get("STEP_DELAY", "0"))
+    train(cfg, data, sys.argv[1], progress=False, log_step=lambda step, row: time.sleep(delay))
+""")
+
+
+def run_driver(tmp_path: Path, out: Path, delay: float = 0.0) -> subprocess.Popen:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def final_state(out: Path) -> tuple[dict[str, torch.Tensor], list[float]]:
+    from safetensors.torch import load_file
+
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    history = [row["loss"] for row in json.loads((last / "state.json").read_text())["history"]]
+    return load_file(str(out / "model.safetensors")), history
+
+
+def test_sigkill_mid_training_then_resume_is_bit_exact(tmp_path):
+    straight = run_driver(tmp_path, tmp_path / "straight")
+    killed = run_driver(tmp_path, tmp_path / "killed", delay=0.5)
+    assert straight.wait(timeout=120) == 0, straight.stdout.read().decode()
+    deadline = time.time() + 90
+    while not (tmp_path / "killed" / "checkpoints" / "step-00000006").exists():
+        assert killed.poll() is None and time.time() < deadline, "driver ended before its 2nd checkpoint"
+        time.sleep(0.05)
+    time.sleep(0.7)  # land between checkpoints: after step 7 or so, before step 9's checkpoint
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before the kill"
+    resumed = run_driver(tmp_path, tmp_path / "killed")
+    assert resumed.wait(timeout=120) == 0, resumed.stdout.read().decode()
+
+    summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
+    assert summary["resumed_from"] in (6, 9)
+    weights_a, losses_a = final_state(tmp_path / "straight")
+    weights_b, losses_b = final_state(tmp_path / "killed")
+    assert len(losses_a) == 12 and losses_a == losses_b  # the same loss curve, bit for bit
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name
+
+
+class PoisonedData:
+    """Wraps a dataset; from the ``poison_at``-th batch on, its visual tokens are NaN."""
+
+    def __init__(self, base, poison_at: int) -> None:
+        self.base, self.poison_at, self.calls = base, poison_at, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def visual(self, index):
+        self.calls += 1
+        tokens = self.base.visual(index)
+        return tokens * float("nan") if self.calls > self.poison_at else tokens
+
+    def text(self, index):
+        return self.base.text(index)
+
+    def query(self, index):
+        return None
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from tests.test_distributed import tiny_cfg, tiny_data
+    from vljepa.checkpoint import CheckpointManager
+    from vljepa.train import load_checkpoint, train
+
+    cfg = tiny_cfg(**{"train.max_steps": 8, "train.checkpoint_every": 2})
+    with pytest.raises(FloatingPointError, match=r"at step 5\b.*step-00000004"):
+        train(cfg, PoisonedData(tiny_data(), poison_at=5), tmp_path, progress=False)
+    latest = CheckpointManager(tmp_path / "checkpoints").latest()
+    assert latest is not None and latest.name == "step-00000004"
+    assert not (tmp_path / "model.safetensors").exists()
+    model = load_checkpoint(latest)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_keeps_last_k_and_the_best_by_retrieval_r1(tmp_path):
+    from tests.test_distributed import tiny_cfg, tiny_data
+    from vljepa.train import train
+
+    scores = iter([0.2, 0.9, 0.1, 0.3, 0.4, 0.5])
+    cfg = tiny_cfg(**{"train.max_steps": 6, "train.checkpoint_every": 1, "train.keep_last": 2})
+    result = train(cfg, tiny_data(), tmp_path, progress=False, validate=lambda model: {"t2v_r1": next(scores)})
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert kept == ["step-00000002", "step-00000005", "step-00000006"]
+    best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
+    assert best["step"] == 2 and best["value"] == 0.9
+    assert [v["t2v_r1"] for v in result.validation] == [0.2, 0.9, 0.1, 0.3, 0.4, 0.5]
+
+
+def test_checkpoint_restores_rng_and_data_stream(tmp_path):
+    from vljepa.data import BatchStream
+
+    stream = BatchStream(10, 4, seed=3)
+    for _ in range(3):
+        stream.next()
+    state = json.loads(json.dumps(stream.state_dict()))
+    expected = [stream.next() for _ in range(4)]
+    again = BatchStream(10, 4, seed=3)
+    again.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(expected, [again.next() for _ in range(4)]))
+    with pytest.raises(ValueError, match="does not match"):
+        BatchStream(10, 2, seed=3).load_state_dict(state)
+
+    from vljepa.checkpoint import capture_rng, restore_rng
+
+    saved = capture_rng()
+    a = (torch.rand(3), np.random.rand(), __import__("random").random())
+    restore_rng(*saved)
+    b = (torch.rand(3), np.random.rand(), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
