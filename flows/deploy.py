@@ -19,6 +19,13 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     flow.deploy(name="full", work_pool_name=work_pool, parameters={"preset": "small"},
                 description="Stage-1 pretraining on the embedded default, end to end.", print_next_steps=False)
     deployed.append("pretrain/full")
+    # Stage 1's image-only phase (paper: 1 frame per sample, large batch, constant lr).
+    flow.deploy(name="image-only", work_pool_name=work_pool, parameters={"preset": "small", "phase": "image"},
+                description="Stage-1 image-only phase: 1 frame per sample.", print_next_steps=False)
+    deployed.append("pretrain/image-only")
+    from flows.sft import deploy_sft
+
+    deployed.append(deploy_sft(work_pool))
     from flows.selective_decoding import deploy_selective_decoding
 
     deployed.append(deploy_selective_decoding(work_pool))

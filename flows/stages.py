@@ -30,7 +30,8 @@ class RunConfig:
     n_videos: int | None = None  # override the preset's corpus size
     epochs: float | None = None  # override the preset's training length
     max_steps: int | None = None
-    launcher: Literal["inline", "local"] = "local"  # "local": a submitit subprocess
+    launcher: Literal["inline", "local", "slurm"] = "local"  # "local": a submitit subprocess
+    phase: str | None = None  # stage-1 phase ("image": 1 frame per sample; "video"); None: the preset as is
     state_dir: str | None = None  # default: $VLJEPA_STATE_DIR or <repo>/.vljepa
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or SQLite under state_dir
     experiment: str = "vljepa-pretrain"
@@ -42,6 +43,10 @@ class RunConfig:
             cfg = VLJepaConfig.from_json(Path(self.config_path).read_text())
         else:
             cfg = get_preset(self.preset)
+        if self.phase is not None:
+            from vljepa.config import stage_config
+
+            cfg = stage_config(cfg, "pretrain", self.phase)
         changes: dict[str, object] = {}
         if self.n_videos is not None:
             changes["data.n_videos"] = self.n_videos

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(see `vljepa run --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("train", help="stage-1 pretraining or stage-2 SFT through submitit "
+                       "(slurm | local | inline; see `vljepa train --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("stream", help="timestamped captions of a video with selective decoding "
                        "(see `vljepa stream --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -101,8 +106,14 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return stream_main(args.rest) or 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.train_cli import main as train_main
+
+    return train_main(args.rest) or 0
+
+
 # Sub-commands that own their argument parsing (their --help is their own).
-PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream}
+PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream, "train": _cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
