@@ -7,10 +7,10 @@ then scales to [0, 1] and normalises, so the two together match what
 ``VJEPA2VideoProcessor`` does (torchvision is not installable beside torch 2.13 here, see
 STACK-NOTES).
 
-Frame selection decodes every frame of the clip and keeps the one whose presentation time
-is nearest each uniform timestamp. The clips of this project are a few seconds long, so
-this costs little (0.1-0.2 s for a 4 s 10 fps 192x144 clip here) and is exact; long videos need
-input seeking (a later issue).
+``decode_frames`` decodes every frame of the clip and keeps the one whose presentation time
+is nearest each uniform timestamp: exact, and cheap for clips of a few seconds (0.1-0.2 s for
+a 4 s 10 fps 192x144 clip here). For long videos ``preprocessing.sampling`` puts a ``select``
+or ``fps`` filter before the scaler, so only the frames kept are scaled and piped.
 """
 
 from __future__ import annotations
@@ -162,14 +162,25 @@ def resize_short_edge(size: int) -> int:
     return int(round(size * 256 / 224))
 
 
-def _decode_all(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _decode_all(
+    path: Path, size: int, *, select_expr: str | None = None, fps: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode every frame, scaled (short edge) and centre-cropped to size x size, inside ffmpeg.
 
+    select_expr: an ffmpeg `select` expression applied before scaling (only the frames it
+        keeps are scaled, converted and piped; pts stay the source's).
+    fps: resample to this constant rate with ffmpeg's `fps` filter before scaling (pts become
+        the output grid k / fps).
     Returns frames uint8 (F, size, size, 3) and their presentation times float64 (F,).
     """
     short = resize_short_edge(size)
+    stream = ffmpeg.input(str(path))
+    if select_expr is not None:
+        stream = stream.filter("select", select_expr)
+    if fps is not None:
+        stream = stream.filter("fps", fps=fps)
     stream = (
-        ffmpeg.input(str(path))
+        stream
         # Both sides >= `short`, aspect kept: the short edge becomes `short`. Bilinear as
         # torchvision's Resize used by the V-JEPA 2 processor. iw/ih are after autorotation.
         .filter("scale", short, short, force_original_aspect_ratio="increase", flags="bilinear")

@@ -24,6 +24,10 @@ class ClipRef:
     sample_id: str
     path: str
     content_hash: str
+    # From the manifest's probe at import, when known: lets sampling skip a second ffprobe.
+    # Not part of any cache key (the content hash already fixes them).
+    duration: float | None = None  # seconds
+    fps: float | None = None
 
 
 @dataclass

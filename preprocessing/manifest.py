@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from preprocessing.cache import canonical_json, file_sha256
-from preprocessing.decode import DecodeError, is_image_path, probe_video
+from preprocessing.decode import DecodeError, VideoInfo, is_image_path, probe_video
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 ANNOTATIONS_FILE = "annotations.jsonl"
@@ -202,11 +202,36 @@ def import_corpus(
     annotations_path = corpus_dir / ANNOTATIONS_FILE
     if not annotations_path.is_file():
         raise FileNotFoundError(f"{annotations_path} not found: is {corpus_dir} a generated corpus?")
+    con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
+    return import_records(con, corpus_dir, list(_read_records(annotations_path)), dataset=dataset,
+                          probe=probe, probe_workers=probe_workers, origin=str(annotations_path))
+
+
+def _check_caption(record: Mapping[str, Any]) -> None:
+    caption = record.get("caption")
+    if caption is None:
+        raise ValueError("missing caption")
+    if not str(caption).strip():
+        raise ValueError("empty caption")
+
+
+def import_records(
+    con: duckdb.DuckDBPyConnection,
+    base_dir: Path,
+    items: list[_Record],
+    *,
+    dataset: str,
+    probe: bool = True,
+    probe_workers: int = 4,
+    origin: str = "records",
+    require_caption: bool = False,
+) -> ImportSummary:
+    """Import corpus-style records (clip_id, path relative to base_dir, split, caption, label,
+    events, qa) as import_corpus does; with require_caption a missing or empty caption is a
+    recorded failure. origin names the records' file in duplicate-id errors."""
     n_in = n_imported = n_skipped = 0
     failed: list[str] = []
     seen: set[str] = set()
-    con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
-    items = list(_read_records(annotations_path))
     # ffprobe dominates import time (~0.1 s a clip): probe the clips that need importing in a
     # thread pool ahead of the sequential inserts (each probe is a subprocess).
     probes: dict[int, Future[VideoInfo]] = {}
@@ -214,8 +239,8 @@ def import_corpus(
     if pool is not None:
         for index, item in enumerate(items):
             record = item.data
-            if item.error is None and record is not None and "path" in record and _needs_import(con, corpus_dir, record, dataset):
-                probes[index] = pool.submit(probe_video, (corpus_dir / str(record["path"])).resolve())
+            if item.error is None and record is not None and "path" in record and _needs_import(con, base_dir, record, dataset):
+                probes[index] = pool.submit(probe_video, (base_dir / str(record["path"])).resolve())
     for index, item in enumerate(items):
         n_in += 1
         where = item.where
@@ -225,12 +250,14 @@ def import_corpus(
             record = item.data
             assert record is not None
             if "path" in record:  # failures of a clip are recorded under its file's path
-                where = str((corpus_dir / str(record["path"])).resolve())
+                where = str((base_dir / str(record["path"])).resolve())
             source_id = str(record["clip_id"])
             if source_id in seen:
-                raise ValueError(f"clip_id {source_id!r} appears twice in {annotations_path}")
+                raise ValueError(f"clip_id {source_id!r} appears twice in {origin}")
             seen.add(source_id)
-            if _import_one(con, corpus_dir, record, dataset=dataset, probe=probe, probed=probes.get(index)):
+            if require_caption:
+                _check_caption(record)
+            if _import_one(con, base_dir, record, dataset=dataset, probe=probe, probed=probes.get(index)):
                 n_imported += 1
             else:
                 n_skipped += 1
@@ -261,8 +288,9 @@ def record_token_cache(
     config_json: str,
     path: str | os.PathLike,
     source_ids: Sequence[str],
+    num_tokens: int | None = None,
 ) -> None:
-    """Record a written token cache and the sources in it.
+    """Record a written token cache and the sources in it (num_tokens: tokens per sample).
 
     Recording a key again replaces its path, config and members (no duplicate rows). A key
     recorded before for another encoder is an error: the key must cover the encoder.
@@ -280,7 +308,7 @@ def record_token_cache(
     try:
         con.execute(load_sql("upsert_token_cache"), dict(
             cache_key=cache_key, encoder_id=encoder_id, config_json=config_json,
-            path=str(path), n_samples=len(source_ids),
+            path=str(path), n_samples=len(source_ids), num_tokens=num_tokens,
         ))
         con.execute(load_sql("delete_cache_members"), {"cache_key": cache_key})
         if source_ids:
@@ -295,3 +323,27 @@ def record_token_cache(
 def record_failure(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, stage: str, error: object) -> None:
     """Record that `path` failed at `stage` (keeps the latest error per path and stage)."""
     con.execute(load_sql("upsert_failure"), {"path": str(path), "stage": stage, "error": str(error)})
+
+
+def record_shards(con: duckdb.DuckDBPyConnection, cache_key: str, shards: Sequence[Mapping[str, Any]], *,
+                  directory: str | os.PathLike, fmt: str) -> None:
+    """Record the shard files of a sharded cache (index.json's "shards" list), replacing earlier rows."""
+    con.begin()
+    try:
+        con.execute(load_sql("delete_cache_shards"), {"cache_key": cache_key})
+        if shards:
+            con.executemany(load_sql("insert_cache_shard"), [
+                {"cache_key": cache_key, "shard_idx": i, "path": str(Path(directory) / s["name"]),
+                 "format": fmt, "n_samples": int(s["n_samples"]), "bytes": int(s["bytes"])}
+                for i, s in enumerate(shards)])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def list_failures(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> list[dict[str, Any]]:
+    """Recorded failures (all stages, or one), ordered by stage then path."""
+    result = con.execute(load_sql("select_failures"), {"stage": stage})
+    columns = [c[0] for c in result.description]
+    return [dict(zip(columns, row)) for row in result.fetchall()]

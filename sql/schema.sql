@@ -65,3 +65,49 @@ CREATE TABLE IF NOT EXISTS failures (
     recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (path, stage)
 );
+
+-- Tokens per sample of each cache (for token totals of data mixes); older databases get the column.
+ALTER TABLE token_caches ADD COLUMN IF NOT EXISTS num_tokens INTEGER;
+
+-- The files of a sharded token cache (preprocessing.shards): Parquet or WebDataset tars.
+CREATE TABLE IF NOT EXISTS cache_shards (
+    cache_key VARCHAR NOT NULL,
+    shard_idx INTEGER NOT NULL,
+    path      VARCHAR NOT NULL,
+    format    VARCHAR NOT NULL CHECK (format IN ('parquet', 'webdataset')),
+    n_samples INTEGER NOT NULL,
+    bytes     BIGINT NOT NULL,
+    PRIMARY KEY (cache_key, shard_idx)
+);
+
+-- A named data mix: components with weights (paper's SFT stage mixes VQA, captions,
+-- classification and pretraining data). A component is the annotations of one task in one
+-- dataset's split; its weight is its share of draws (weights need not sum to 1).
+CREATE TABLE IF NOT EXISTS mixes (
+    mix_name    VARCHAR PRIMARY KEY,
+    description VARCHAR,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS mix_components (
+    mix_name  VARCHAR NOT NULL,
+    component VARCHAR NOT NULL,       -- a name within the mix, e.g. 'vqa'
+    task      VARCHAR NOT NULL CHECK (task IN ('caption', 'vqa', 'classification', 'event')),
+    dataset   VARCHAR NOT NULL,
+    split     VARCHAR NOT NULL,
+    weight    DOUBLE NOT NULL CHECK (weight > 0),
+    PRIMARY KEY (mix_name, component)
+);
+
+-- What one training run actually drew from a mix, in draw order.
+CREATE TABLE IF NOT EXISTS mix_draws (
+    run_id    VARCHAR NOT NULL,
+    mix_name  VARCHAR NOT NULL,
+    seed      BIGINT NOT NULL,
+    draw_idx  BIGINT NOT NULL,
+    component VARCHAR NOT NULL,
+    source_id VARCHAR NOT NULL,
+    task      VARCHAR NOT NULL,
+    idx       INTEGER NOT NULL,       -- annotation idx within (source_id, task)
+    PRIMARY KEY (run_id, draw_idx)
+);

@@ -5,6 +5,9 @@ SELECT
     s.content_hash,
     s.kind,
     s.duration,
+    s.fps,
+    s.width,
+    s.height,
     caption.text AS caption,
     class.label AS label
 FROM splits AS sp

@@ -284,6 +284,19 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     record_token_cache(con, cache_key="cd" * 32, encoder_id="e", config_json="{}", path="/x",
                        source_ids=["clip_000000"])
     record_failure(con, "/v/x.mp4", "decode", "boom")
+    # The shard, failure and data-mix queries (preprocessing.mix calls manifest.load_sql).
+    from preprocessing.manifest import list_failures, record_shards
+    from preprocessing.mix import MixComponent, create_mix, draw, mix_stats
+
+    record_shards(con, "cd" * 32, [{"name": "shard-00000.tar", "n_samples": 1, "bytes": 10}], directory="/x",
+                  fmt="webdataset")
+    assert list_failures(con, "decode")[0]["error"] == "boom"
+    create_mix(con, "m", [MixComponent(name="c", task="caption", dataset="synthetic", split="train", weight=1)])
+    assert mix_stats(con, "m", 10)[0].n_items > 0
+    draw(con, "m", 5, seed=0, run_id="r")
+    # Queries that other modules run against this schema (flows/selective.py): they must run.
+    if (SQL_DIR / "split_events.sql").exists():
+        con.execute(manifest_module.load_sql("split_events"), {"dataset": "synthetic", "split": "train", "min_events": 1})
 
     files = {p.stem for p in SQL_DIR.glob("*.sql")}
     assert used == files

@@ -1,0 +1,119 @@
+"""`vljepa data ...`: import data, define and inspect data mixes, list failures.
+
+Examples::
+
+    vljepa data --manifest .vljepa/manifest.duckdb import folder DIR --annotations DIR/ann.csv --dataset mine
+    vljepa data import video2dataset shard-0000.tar shard-0001.tar --media-dir media --dataset web
+    vljepa data import corpus CORPUS_DIR
+    vljepa data mix create sft --component vqa=vqa:synthetic:train:1 --component cap=caption:synthetic:train:1
+    vljepa data mix show sft --n-draws 10000
+    vljepa data failures --stage decode
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+DEFAULT_MANIFEST = ".vljepa/manifest.duckdb"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vljepa data", description="Manage the DuckDB data manifest: imports, data mixes, failures.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
+    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help=f"DuckDB manifest file (default {DEFAULT_MANIFEST})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    imp = sub.add_parser("import", help="import media and annotations into the manifest")
+    kinds = imp.add_subparsers(dest="kind", required=True)
+    folder = kinds.add_parser("folder", help="a folder of videos/images + a CSV or JSONL of annotations")
+    folder.add_argument("folder")
+    folder.add_argument("--annotations", required=True, help="CSV or JSONL: path, caption[, clip_id, split, label, question, answer]")
+    folder.add_argument("--dataset", required=True)
+    folder.add_argument("--split", default="train", help="split of rows without one (default train)")
+    v2d = kinds.add_parser("video2dataset", help="WebDataset tars as video2dataset writes them (mp4 + txt/json per key)")
+    v2d.add_argument("tars", nargs="+")
+    v2d.add_argument("--media-dir", required=True, help="where the videos are extracted")
+    v2d.add_argument("--dataset", required=True)
+    v2d.add_argument("--split", default="train")
+    corpus = kinds.add_parser("corpus", help="a generated corpus (annotations.jsonl + videos/)")
+    corpus.add_argument("corpus_dir")
+    corpus.add_argument("--dataset", default="synthetic")
+
+    mix = sub.add_parser("mix", help="data mixes: named, weighted components")
+    mixes = mix.add_subparsers(dest="mix_command", required=True)
+    create = mixes.add_parser("create", help="create or replace a mix")
+    create.add_argument("name")
+    create.add_argument("--component", action="append", required=True, metavar="NAME=TASK:DATASET:SPLIT:WEIGHT",
+                        help="repeat per component; TASK is caption, vqa, classification or event")
+    create.add_argument("--description")
+    show = mixes.add_parser("show", help="component counts, shares, token totals and epochs")
+    show.add_argument("name")
+    show.add_argument("--n-draws", type=int, help="training draws, to compute epochs per component")
+    show.add_argument("--json", action="store_true")
+
+    failures = sub.add_parser("failures", help="list recorded failures")
+    failures.add_argument("--stage", help="only this stage (import, decode, encode)")
+    failures.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `vljepa data` with ``argv``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from preprocessing.manifest import list_failures, open_manifest
+
+    con = open_manifest(args.manifest)
+    try:
+        if args.command == "import":
+            if args.kind == "folder":
+                from preprocessing.importers import import_folder
+
+                summary = import_folder(con, args.folder, args.annotations, dataset=args.dataset, default_split=args.split)
+            elif args.kind == "video2dataset":
+                from preprocessing.importers import import_video2dataset
+
+                summary = import_video2dataset(con, args.tars, args.media_dir, dataset=args.dataset, split=args.split)
+            else:
+                from preprocessing.manifest import import_corpus
+
+                summary = import_corpus(con, args.corpus_dir, dataset=args.dataset)
+            print(f"in {summary.n_in}: imported {summary.n_imported}, unchanged {summary.n_skipped}, "
+                  f"failed {summary.n_failed}" + (" (see `vljepa data failures`)" if summary.n_failed else ""))
+            return 0
+        if args.command == "mix":
+            from preprocessing.mix import MixComponent, create_mix, mix_stats
+
+            if args.mix_command == "create":
+                components = [MixComponent.parse(text) for text in args.component]
+                create_mix(con, args.name, components, args.description)
+                print(f"mix {args.name!r}: {len(components)} components")
+                return 0
+            stats = mix_stats(con, args.name, args.n_draws)
+            if args.json:
+                print(json.dumps([s.__dict__ for s in stats], indent=2))
+                return 0
+            print(f"{'component':<16}{'task':<16}{'data':<24}{'share':>7}{'items':>8}{'clips':>8}{'tokens':>12}{'epochs':>9}")
+            for s in stats:
+                tokens = "-" if s.n_tokens is None else f"{s.n_tokens:,}"
+                epochs = "-" if s.epochs is None else f"{s.epochs:.2f}"
+                print(f"{s.component:<16}{s.task:<16}{s.dataset + '/' + s.split:<24}{s.share:>7.3f}"
+                      f"{s.n_items:>8}{s.n_sources:>8}{tokens:>12}{epochs:>9}")
+            return 0
+        rows = list_failures(con, args.stage)
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            for row in rows:
+                print(f"{row['stage']:<8}{row['path']}\n        {row['error']}")
+            print(f"{len(rows)} failure(s)")
+        return 0
+    finally:
+        con.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

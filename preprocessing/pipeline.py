@@ -1,0 +1,213 @@
+"""Decode/sample -> frozen x-encoder -> sharded token cache, in-process (threads).
+
+The pure pieces here (``decode_item``, ``encode_samples``, ``sharded_cache_key``) are shared
+with the Ray Data engine in ``preprocessing.ray_pipeline``; ``run_local`` is the engine for one
+machine without Ray. Both return a ``PreprocessResult`` whose counts satisfy
+``n_in == n_cached_sources + n_failed_sources``: every input is cached or recorded as failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from preprocessing.cache import cache_key
+from preprocessing.decode import DecodeError, frames_to_tensor
+from preprocessing.encode import ClipRef
+from preprocessing.sampling import Sample, SamplingConfig, sample_clip
+from preprocessing.shards import ShardedCache, ShardFormat, TokenRecord
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """Where and how token shards are written."""
+
+    root: str  # directory of the sharded caches
+    format: ShardFormat = "parquet"
+    shard_size: int = 256  # samples per shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    source_id: str
+    path: str
+    stage: str  # 'decode' | 'encode'
+    error: str
+
+
+@dataclass
+class PreprocessResult:
+    cache_key: str
+    cache_dir: Path
+    reused: bool
+    n_in: int  # input clips
+    n_cached_sources: int  # clips with at least one cached sample
+    n_samples: int  # cached samples (windows count separately)
+    n_frames: int  # frames decoded into cached samples
+    failures: list[Failure] = field(default_factory=list)
+    cached_source_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_failed_sources(self) -> int:
+        return len({f.source_id for f in self.failures})
+
+
+def sharded_cache_key(encoder: Any, sampling: SamplingConfig, cache: CacheConfig, clips: list[ClipRef]) -> str:
+    """Key over the encoder (id, weights hash, preprocessing, token layout), the sampling
+    config, the shard format and size, and every clip's id and content hash."""
+    spec = encoder.spec
+    return cache_key({
+        "kind": "sharded-tokens/1",
+        "encoder_id": encoder.encoder_id, "weights": encoder.weights_hash(),
+        "num_frames": spec.num_frames, "image_size": spec.image_size,
+        "mean": list(spec.mean), "std": list(spec.std),
+        "num_tokens": encoder.num_tokens, "token_dim": encoder.token_dim,
+        "sampling": dataclasses.asdict(sampling),
+        "format": cache.format, "shard_size": cache.shard_size,
+        "clips": sorted((c.sample_id, c.content_hash) for c in clips),
+    })
+
+
+def fit_to_encoder(samples: list[Sample], num_frames: int, strategy: str) -> list[Sample]:
+    """Make every sample ``num_frames`` long: images are already repeated; an ``fps`` run is
+    cut into consecutive chunks of num_frames (the remainder dropped); other lengths are an error."""
+    if strategy == "fps":
+        out = []
+        for s in samples:
+            if len(s.frames) == num_frames:
+                out.append(s)
+                continue
+            for k, start in enumerate(range(0, len(s.frames) - num_frames + 1, num_frames)):
+                out.append(Sample(k, s.frames[start:start + num_frames], s.timestamps[start:start + num_frames]))
+        return out
+    for s in samples:
+        if len(s.frames) != num_frames:
+            raise ValueError(f"sample has {len(s.frames)} frames, the encoder takes {num_frames}: "
+                             "set the sampling num_frames / window to the encoder's")
+    return samples
+
+
+def decode_item(clip: ClipRef, sampling: SamplingConfig, *, size: int, num_frames: int) -> tuple[list[Sample], Failure | None]:
+    """Samples of one clip ready for the encoder, or the failure that stopped it."""
+    try:
+        samples = fit_to_encoder(sample_clip(clip.path, sampling, size=size, repeat_to=num_frames,
+                                             duration=clip.duration, fps=clip.fps),
+                                 num_frames, sampling.strategy)
+    except DecodeError as err:
+        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode", error=err.message)
+    except OSError as err:  # unreadable path, permission denied
+        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode", error=str(err))
+    if not samples:
+        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode",
+                           error=f"clip too short: no sample of {num_frames} frames")
+    return samples, None
+
+
+def sample_id_for(source_id: str, sample: Sample, n_samples: int) -> str:
+    """A clip's only sample keeps the clip id; windows become '<id>@w<k>'."""
+    return source_id if n_samples == 1 else f"{source_id}@w{sample.index}"
+
+
+@torch.inference_mode()
+def encode_samples(encoder: Any, frames: list[np.ndarray]) -> np.ndarray:
+    """uint8 (T, S, S, 3) frame stacks -> float16 tokens (B, N, D) from the frozen encoder."""
+    spec = encoder.spec
+    pixels = torch.stack([frames_to_tensor(f, spec.mean, spec.std) for f in frames])  # (B, T, 3, S, S)
+    tokens = encoder.encode(pixels).to(torch.float32)  # (B, N, D)
+    return tokens.numpy().astype(np.float16)
+
+
+def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cache: CacheConfig, *,
+              batch_size: int = 16, decode_workers: int = 2, progress: bool = False,
+              config: dict[str, Any] | None = None) -> PreprocessResult:
+    """Decode (thread pool), encode (main thread, batched) and shard-cache ``clips``.
+
+    A no-op returning the existing cache when its key is complete on disk.
+    """
+    start = time.perf_counter()
+    store = ShardedCache(cache.root)
+    key = sharded_cache_key(encoder, sampling, cache, clips)
+    if store.exists(key):
+        return result_from_index(store, key, n_in=len(clips))
+    spec = encoder.spec
+    writer = store.writer(key, fmt=cache.format, shard_size=cache.shard_size, encoder_id=encoder.encoder_id)
+    failures: list[Failure] = []
+    cached: dict[str, int] = {}
+    pending: list[tuple[str, str, str, Sample]] = []  # (sample_id, source_id, path, sample)
+    n_frames = 0
+
+    def flush() -> None:
+        nonlocal n_frames
+        if not pending:
+            return
+        tokens = encode_samples(encoder, [s.frames for _, _, _, s in pending])  # (B, N, D)
+        for (sample_id, source_id, path, sample), tok in zip(pending, tokens):
+            if not np.isfinite(tok).all():
+                failures.append(Failure(source_id=source_id, path=path, stage="encode",
+                                        error=f"non-finite tokens for {sample_id}"))
+                continue
+            writer.add(TokenRecord(sample_id, source_id, tok, sample.timestamps))
+            cached[source_id] = cached.get(source_id, 0) + 1
+            n_frames += len(sample.frames)
+        pending.clear()
+
+    def decode(clip: ClipRef):
+        return clip, *decode_item(clip, sampling, size=spec.image_size, num_frames=spec.num_frames)
+
+    bar = _progress(len(clips)) if progress else None
+    with ThreadPoolExecutor(max_workers=decode_workers) as pool:
+        for clip, samples, failure in pool.map(decode, clips):
+            if failure is not None:
+                failures.append(failure)
+            for sample in samples:
+                pending.append((sample_id_for(clip.sample_id, sample, len(samples)), clip.sample_id, clip.path, sample))
+                if len(pending) >= batch_size:
+                    flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(frames=n_frames)
+        flush()
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    writer.close(_index_config(config, sampling, cache, failures, list(cached), n_frames, seconds))
+    return PreprocessResult(cache_key=key, cache_dir=store.dir_for(key), reused=False, n_in=len(clips),
+                            n_cached_sources=len(cached), n_samples=writer.n_samples, n_frames=n_frames,
+                            failures=failures, cached_source_ids=list(cached), seconds=seconds)
+
+
+def _progress(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="preprocess", unit="video")
+
+
+def _index_config(config, sampling, cache, failures, cached_ids, n_frames, seconds) -> dict[str, Any]:
+    return {
+        **(config or {}),
+        "sampling": dataclasses.asdict(sampling), "cache": dataclasses.asdict(cache),
+        "failures": [dataclasses.asdict(f) for f in failures],
+        "cached_source_ids": cached_ids, "n_frames": n_frames, "seconds": seconds,
+    }
+
+
+def result_from_index(store: ShardedCache, key: str, *, n_in: int) -> PreprocessResult:
+    """The result of a cache that is already complete (no decoding or encoding)."""
+    index = store.index(key)
+    config = index["config"]
+    return PreprocessResult(
+        cache_key=key, cache_dir=store.dir_for(key), reused=True, n_in=n_in,
+        n_cached_sources=len(config["cached_source_ids"]), n_samples=index["n_samples"],
+        n_frames=config["n_frames"], failures=[Failure(**f) for f in config["failures"]],
+        cached_source_ids=list(config["cached_source_ids"]), seconds=0.0,
+    )

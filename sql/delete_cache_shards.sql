@@ -1,0 +1,1 @@
+DELETE FROM cache_shards WHERE cache_key = $cache_key;

@@ -1,0 +1,1 @@
+DELETE FROM mix_components WHERE mix_name = $mix_name;

@@ -1,0 +1,1 @@
+DELETE FROM mix_draws WHERE run_id = $run_id;

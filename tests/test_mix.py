@@ -1,0 +1,129 @@
+"""Data mixes: weighted draws reproducible from a seed and recorded; stats; importers; the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+
+import pytest
+
+from preprocessing.data_cli import main as data_main
+from preprocessing.importers import import_folder, import_video2dataset
+from preprocessing.manifest import open_manifest, record_token_cache
+from preprocessing.mix import MixComponent, create_mix, draw, mix_stats
+from tests.media import make_h264
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    for i in range(4):
+        make_h264(root / f"v{i}.mp4", 0.5)
+    (root / "ann.csv").write_text(
+        "path,caption,split,label,question,answer\n"
+        + "".join(f"v{i}.mp4,clip {i},train,cls{i % 2},what?,thing {i}\n" for i in range(4)))
+    return root
+
+
+@pytest.fixture
+def con(folder, tmp_path):
+    con = open_manifest(str(tmp_path / "m.duckdb"))
+    summary = import_folder(con, folder, folder / "ann.csv", dataset="d")
+    assert (summary.n_imported, summary.n_failed) == (4, 0)
+    yield con
+    con.close()
+
+
+SFT = [MixComponent(name="vqa", task="vqa", dataset="d", split="train", weight=3),
+       MixComponent(name="captions", task="caption", dataset="d", split="train", weight=1)]
+
+
+def test_draws_follow_weights_are_reproducible_and_recorded(con):
+    create_mix(con, "sft", SFT)
+    first = draw(con, "sft", 4000, seed=7, run_id="run-a")
+    assert first == draw(con, "sft", 4000, seed=7) and first != draw(con, "sft", 4000, seed=8)
+    share = Counter(d.component for d in first)["vqa"] / 4000
+    assert share == pytest.approx(0.75, abs=0.03)  # 3 : 1 weights
+    # Within a component every item is drawn once per pass: the first 4 vqa draws are all 4 items.
+    vqa = [d.source_id for d in first if d.component == "vqa"]
+    assert sorted(vqa[:4]) == ["v0", "v1", "v2", "v3"]
+    recorded = con.execute("SELECT count(*), min(seed), max(draw_idx) FROM mix_draws WHERE run_id = 'run-a'").fetchall()
+    assert recorded == [(4000, 7, 3999)]
+
+
+def test_stats_counts_epochs_and_tokens(con):
+    create_mix(con, "sft", SFT)
+    record_token_cache(con, cache_key="ab" * 32, encoder_id="tiny", config_json="{}", path="/x",
+                       source_ids=["v0", "v1", "v2", "v3"], num_tokens=8)
+    stats = {s.component: s for s in mix_stats(con, "sft", n_draws=400)}
+    assert (stats["vqa"].n_items, stats["vqa"].share, stats["vqa"].epochs) == (4, 0.75, 75.0)
+    assert stats["captions"].n_tokens == 32 and stats["captions"].epochs == 25.0
+    with pytest.raises(KeyError, match="no mix"):
+        mix_stats(con, "nope")
+
+
+def test_component_parse_and_validation():
+    assert MixComponent.parse("v=vqa:d:train:2.5").weight == 2.5
+    with pytest.raises(ValueError):
+        MixComponent.parse("v=vqa:d:train")
+    with pytest.raises(ValueError, match="task"):
+        MixComponent.parse("v=poem:d:train:1")
+
+
+def test_video2dataset_tar_import(tmp_path, folder):
+    tar_path = tmp_path / "00000.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        add("000000000.mp4", (folder / "v0.mp4").read_bytes())
+        add("000000000.txt", b"a test pattern")
+        add("000000001.mp4", (folder / "v1.mp4").read_bytes())
+        add("000000001.json", json.dumps({"caption": "from json"}).encode())
+        add("000000002.mp4", (folder / "v2.mp4").read_bytes())
+        add("000000002.json", json.dumps({"url": "x"}).encode())  # no caption: a failure
+    con = open_manifest(":memory:")
+    summary = import_video2dataset(con, [tar_path], tmp_path / "media", dataset="web")
+    assert (summary.n_in, summary.n_imported, summary.n_failed) == (3, 2, 1)
+    captions = con.execute("SELECT source_id, text FROM annotations ORDER BY source_id").fetchall()
+    assert captions == [("00000/000000000", "a test pattern"), ("00000/000000001", "from json")]
+    again = import_video2dataset(con, [tar_path], tmp_path / "media", dataset="web")
+    assert (again.n_imported, again.n_skipped) == (0, 2)  # idempotent
+
+
+def test_cli_import_mix_and_failures(folder, tmp_path, capsys):
+    db = str(tmp_path / "cli.duckdb")
+    assert data_main(["--manifest", db, "import", "folder", str(folder), "--annotations", str(folder / "ann.csv"),
+                      "--dataset", "d"]) == 0
+    assert "imported 4" in capsys.readouterr().out
+    assert data_main(["--manifest", db, "mix", "create", "sft", "--component", "vqa=vqa:d:train:3",
+                      "--component", "cap=caption:d:train:1"]) == 0
+    assert data_main(["--manifest", db, "mix", "show", "sft", "--n-draws", "40", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert {s["component"]: s["epochs"] for s in shown} == {"cap": 2.5, "vqa": 7.5}
+    assert data_main(["--manifest", db, "failures"]) == 0
+    assert "0 failure(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        data_main(["--help"])
+
+
+def test_preprocess_flow_steps_import_then_cache(folder, tmp_path, tiny_cfg):
+    """The plain functions the `preprocess` flow wraps; a second run reuses the cache."""
+    import dataclasses
+
+    from flows.preprocess import encode_step, import_step
+
+    db, x_encoder = str(tmp_path / "f.duckdb"), dataclasses.asdict(tiny_cfg.x_encoder)
+    imported = import_step(db, str(folder), kind="folder", dataset="d", annotations=str(folder / "ann.csv"))
+    assert imported == {"n_in": 4, "n_imported": 4, "n_skipped": 0, "n_failed": 0}
+    kwargs = dict(dataset="d", split="train", x_encoder=x_encoder, cache_root=str(tmp_path / "c"), shard_size=2)
+    first = encode_step(db, **kwargs)
+    assert (first["n_in"], first["n_cached"], first["n_failed"], first["reused"]) == (4, 4, 0, False)
+    assert encode_step(db, **kwargs)["reused"]
+    con = open_manifest(db)
+    shards = con.execute("SELECT count(*), sum(n_samples) FROM cache_shards").fetchall()
+    con.close()
+    assert shards == [(2, 4)]
