@@ -23,7 +23,10 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     flow.deploy(name="image-only", work_pool_name=work_pool, parameters={"preset": "small", "phase": "image"},
                 description="Stage-1 image-only phase: 1 frame per sample.", print_next_steps=False)
     deployed.append("pretrain/image-only")
+    from flows.preprocess import deploy_preprocess
     from flows.sft import deploy_sft
+
+    deployed.append(deploy_preprocess(work_pool))
 
     deployed.append(deploy_sft(work_pool))
     from flows.selective_decoding import deploy_selective_decoding

@@ -74,7 +74,7 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, state, progress=run.progress)
     counts = stage("import-manifest", import_manifest, True)(db_path, corpus_dir)
     caches = {split: stage(f"cache-tokens-{split}", cache_split_tokens, True)(cfg, db_path, state, split,
-                                                                              progress=run.progress)
+                                                                              progress=run.progress, engine=run.engine)
               for split in ("train", "test")}
     summary = stage("train", launch_training, False)(cfg, run, db_path, caches["train"].path,
                                                      state / "checkpoints" / run_name)
@@ -126,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--launcher", default="local", choices=["inline", "local"],
                         help="inline: train in this process; local: a submitit subprocess (default)")
+    parser.add_argument("--engine", default="local", choices=["local", "ray"],
+                        help="preprocessing engine: local threads, or a Ray Data pipeline (RAY_ADDRESS for a cluster)")
     parser.add_argument("--state-dir", default=None, help="default: $VLJEPA_STATE_DIR or <repo>/.vljepa")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or SQLite in the state dir")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     run = RunConfig(preset=args.preset, config_path=args.config, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
-                    launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
+                    launcher=args.launcher, engine=args.engine, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
     result = run_pipeline(run)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0

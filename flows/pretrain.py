@@ -19,13 +19,13 @@ def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
 
 @flow(name="pretrain", log_prints=True)
 def pretrain(preset: str = "small", config_path: str | None = None, n_videos: int | None = None, epochs: float | None = None,
-             max_steps: int | None = None, launcher: str = "local", phase: str | None = None,
+             max_steps: int | None = None, launcher: str = "local", engine: str = "local", phase: str | None = None,
              state_dir: str | None = None) -> dict:
     """Stage-1 pretraining of VL-JEPA on the embedded default (or another preset)."""
     from prefect.runtime import flow_run
 
     run = RunConfig(preset=preset, config_path=config_path, n_videos=n_videos, epochs=epochs, max_steps=max_steps,
-                    launcher=launcher, phase=phase, state_dir=state_dir, progress=False)  # type: ignore[arg-type]
+                    launcher=launcher, engine=engine, phase=phase, state_dir=state_dir, progress=False)  # type: ignore[arg-type]
     result = run_pipeline(run, stage=as_task, flow_run_id=flow_run.get_id())
     print(format_report(result))
     return result

@@ -31,6 +31,7 @@ class RunConfig:
     epochs: float | None = None  # override the preset's training length
     max_steps: int | None = None
     launcher: Literal["inline", "local", "slurm"] = "local"  # "local": a submitit subprocess
+    engine: Literal["local", "ray"] = "local"  # preprocessing engine (ray: Ray Data; RAY_ADDRESS for a cluster)
     phase: str | None = None  # stage-1 phase ("image": 1 frame per sample; "video"); None: the preset as is
     state_dir: str | None = None  # default: $VLJEPA_STATE_DIR or <repo>/.vljepa
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or SQLite under state_dir
@@ -113,37 +114,26 @@ class SplitCache:
 
 
 def cache_split_tokens(cfg: VLJepaConfig, db_path: Path, state_dir: Path, split: str, *,
-                       encoder=None, progress: bool = True) -> SplitCache:
-    """Decode + encode one split with the frozen x-encoder into the Parquet token cache."""
-    from preprocessing.cache import TokenCacheStore, file_sha256
-    from preprocessing.encode import ClipRef, encode_to_cache
-    from preprocessing.manifest import open_manifest, record_failure, record_token_cache, split_rows
-    from vljepa.encoders import build_x_encoder
+                       progress: bool = True, engine: str = "local", ray_address: str | None = None) -> SplitCache:
+    """Decode, sample and encode one split with the frozen x-encoder into a sharded Parquet cache.
 
-    encoder = encoder or build_x_encoder(cfg.x_encoder)
-    con = open_manifest(db_path)
-    try:
-        rows = split_rows(con, split)
-        if not rows:
-            raise ValueError(f"split {split!r} is empty in the manifest {db_path}")
-        clips = [ClipRef(r["source_id"], r["path"], r.get("content_hash") or file_sha256(r["path"])) for r in rows]
-        store = TokenCacheStore(state_dir / "cache" / "tokens")
-        result = encode_to_cache(encoder, clips, store, decode_workers=cfg.data.decode_workers,
-                                 metadata={"split": split, "x_encoder": cfg.to_dict()["x_encoder"]},
-                                 progress=progress)
-        if not result.reused:
-            for sample_id, path, error in result.failures:
-                record_failure(con, path, "encode", error)
-            record_token_cache(con, cache_key=result.cache_key, encoder_id=encoder.encoder_id,
-                               config_json=json.dumps(cfg.to_dict()["x_encoder"], sort_keys=True),
-                               path=result.path, source_ids=result.sample_ids)
-    finally:
-        con.close()
-    from preprocessing.cache import read_token_cache
+    This is the ``preprocess`` flow's encode step (``flows/preprocess.py``): content-addressed
+    (a re-run with nothing changed re-uses the cache), failures recorded in the manifest,
+    ``engine="ray"`` for a Ray Data pipeline. The cache directory is what training reads.
+    """
+    import dataclasses
 
-    n = len(read_token_cache(result.path).sample_ids) if result.reused else len(result.sample_ids)
-    return SplitCache(split=split, cache_key=result.cache_key, path=str(result.path), reused=result.reused,
-                      n_samples=n, n_failed=len(result.failures))
+    from flows.preprocess import encode_step
+
+    out = encode_step(str(db_path), dataset="synthetic", split=split, x_encoder=dataclasses.asdict(cfg.x_encoder),
+                      cache_root=str(state_dir / "cache" / "shards"), cache_format="parquet", shard_size=512,
+                      sampling={"strategy": "uniform", "num_frames": cfg.x_encoder.num_frames},
+                      engine=engine, ray_address=ray_address)
+    if out["n_samples"] == 0:
+        raise RuntimeError(f"no sample of split {split!r} could be cached ({out['n_failed']} failed): see "
+                           f"`vljepa data failures --manifest {db_path}`")
+    return SplitCache(split=split, cache_key=out["cache_key"], path=out["cache_dir"], reused=bool(out["reused"]),
+                      n_samples=int(out["n_samples"]), n_failed=int(out["n_failed"]))
 
 
 def load_split(db_path: Path, cache_path: str, split: str):

@@ -209,8 +209,14 @@ def _list_values(column: pa.ChunkedArray, width: int, dtype: np.dtype) -> np.nda
 
 
 def read_token_cache(path: str | os.PathLike) -> TokenCache:
-    """Read a cache written by write_token_cache: tokens float16 (S, N, D), timestamps (S, T)."""
+    """Read a cache written by write_token_cache: tokens float16 (S, N, D), timestamps (S, T).
+
+    ``path`` may also be a sharded cache directory (``preprocessing.shards``: Parquet or
+    WebDataset shards listed by ``index.json``); its shards are read in index order and stacked.
+    """
     path = Path(path)
+    if path.is_dir():
+        return _read_sharded(path)
     table = pq.read_table(path)
     schema_meta = table.schema.metadata or {}
     if b"shape" not in schema_meta:
@@ -233,6 +239,22 @@ def read_token_cache(path: str | os.PathLike) -> TokenCache:
         timestamps=timestamps,
         encoder_id=encoder_id,
         metadata=json.loads(schema_meta[b"metadata"]),
+    )
+
+
+def _read_sharded(cache_dir: Path) -> TokenCache:
+    from preprocessing.shards import complete_shard_paths, read_shard
+
+    records = [record for shard in complete_shard_paths(cache_dir) for record in read_shard(shard)]
+    if not records:
+        raise ValueError(f"{cache_dir}: the sharded cache holds no samples")
+    index = json.loads((cache_dir / "index.json").read_text(encoding="utf-8"))
+    return TokenCache(
+        sample_ids=[r.sample_id for r in records],
+        tokens=np.stack([r.tokens for r in records]),
+        timestamps=np.stack([r.timestamps for r in records]),
+        encoder_id=str(index.get("encoder_id", "")),
+        metadata=index,
     )
 
 

@@ -63,7 +63,7 @@ def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
     local = RunConfig(**{**run.__dict__, "launcher": "local"})
     cfg = local.model_config()
     state = local.state_path()
-    caches = sorted((state / "cache" / "tokens").rglob("*.parquet"))
+    caches = sorted(p.parent for p in (state / "cache" / "shards").rglob("index.json"))
     from preprocessing.cache import read_token_cache
 
     train_cache = max(caches, key=lambda p: len(read_token_cache(p).sample_ids))

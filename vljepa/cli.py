@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(see `vljepa run --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("data", help="manifest imports, data mixes and failures "
+                       "(see `vljepa data --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_data)
+
     p = sub.add_parser("train", help="stage-1 pretraining or stage-2 SFT through submitit "
                        "(slurm | local | inline; see `vljepa train --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -112,8 +117,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.rest) or 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from preprocessing.data_cli import main as data_main
+
+    return data_main(args.rest) or 0
+
+
 # Sub-commands that own their argument parsing (their --help is their own).
-PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream, "train": _cmd_train}
+PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream, "train": _cmd_train,
+               "data": _cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
