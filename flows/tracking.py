@@ -9,7 +9,7 @@ from typing import Any
 
 from vljepa.config import VLJepaConfig
 
-CANDIDATE_ALIAS = "candidate"
+from flows.registry import CANDIDATE_ALIAS  # re-exported: importers used to find it here
 
 
 def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
@@ -60,14 +60,22 @@ def ensure_experiment(name: str, artifact_root: Path | None) -> str:
 def log_and_register(*, tracking_uri: str, experiment: str, registered_model: str, run_name: str,
                      cfg: VLJepaConfig, history: list[dict[str, float]], evaluation: dict,
                      checkpoint_dir: str, extra_params: dict[str, Any], tags: dict[str, str],
-                     artifact_root: Path | None) -> dict[str, str]:
+                     artifact_root: Path | None, decoder_dir: str | None = None,
+                     register: bool = True) -> dict[str, str]:
     """Log params, per-step and final metrics, the config and a loss curve; register the model
-    as a new version of ``registered_model`` with alias ``candidate``."""
+    as a new version of ``registered_model`` with alias ``candidate`` (once per run: see
+    ``flows.registry``).
+
+    decoder_dir: a trained y-decoder to ship inside the pyfunc (``decode=True`` then works).
+    register: False logs the run only; ``flows.evaluate.run_evaluation`` then registers the
+        model with its y-decoder into the same run.
+    """
     import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     from flows.mlflow_model import log_pyfunc_model
+    from flows.registry import register_run_model
 
     mlflow.set_tracking_uri(tracking_uri)
     # A local SQLite store has no server-side artifact root: keep artifacts beside the DB.
@@ -92,8 +100,11 @@ def log_and_register(*, tracking_uri: str, experiment: str, registered_model: st
         with tempfile.TemporaryDirectory() as tmp:
             png = loss_curve_png(history, Path(tmp) / "loss_curve.png", f"VL-JEPA {cfg.preset}: pretraining loss")
             mlflow.log_artifact(str(png))
-        model_uri = log_pyfunc_model(checkpoint_dir)
-    version = mlflow.register_model(model_uri, registered_model)
-    client.set_registered_model_alias(registered_model, CANDIDATE_ALIAS, version.version)
-    return {"run_id": run_id, "experiment_id": experiment_id, "model_version": str(version.version),
-            "model_uri": f"models:/{registered_model}@{CANDIDATE_ALIAS}"}
+        out = {"run_id": run_id, "experiment_id": experiment_id}
+        if register:
+            registration = register_run_model(
+                client, name=registered_model, run_id=run_id,
+                kind="embedding+decoder" if decoder_dir else "embedding",
+                log_model=lambda: log_pyfunc_model(checkpoint_dir, decoder_dir))
+            out.update(model_version=registration.version, model_uri=f"models:/{registered_model}@{CANDIDATE_ALIAS}")
+    return out

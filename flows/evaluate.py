@@ -1,0 +1,329 @@
+"""Prefect flow ``evaluate`` (deployment ``full``): the paper's tasks, embedding analysis, MLflow.
+
+``run_evaluation(...)`` is the in-process entry point (tests and ``pretrain/full`` call it);
+the flow is a thin wrapper. Steps: load the checkpoint; train (or re-use) the y-decoder on the
+train split's texts and score its round trip on held-out captions; run every task on the test
+split's cached tokens; analyse the embedding spaces; write JSON + markdown + PNGs; log them into
+the training run; register the pyfunc (with the decoder) and promote it to ``champion`` if it
+beats the current one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    tasks: tuple[str, ...] = ALL_TASKS
+    decoder_preset: str | None = None  # default: "tiny" for the tiny model preset, else "small"
+    decoder_steps: int | None = None  # override the preset's training steps
+    num_beams: int = 3  # captioning; VQA answers decode greedily
+    registered_model: str = "vljepa"
+    champion_metric: str = "eval/retrieval/t2v_r1"
+    greater_is_better: bool = True
+    register: bool = True
+    dataset: str = "synthetic"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tasks) - set(ALL_TASKS))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; choose from {ALL_TASKS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data from the manifest
+
+
+def _annotations(db_path: Path, split: str, dataset: str) -> dict[str, dict]:
+    """source_id -> {"caption", "label", "events", "qa"} for one split."""
+    from preprocessing.manifest import open_manifest
+    from vljepa.tasks.common import Event
+
+    con = open_manifest(db_path)
+    try:
+        result = con.execute((SQL_DIR / "task_annotations.sql").read_text(), {"split": split, "dataset": dataset})
+        columns = [c[0] for c in result.description]
+        rows = [dict(zip(columns, r)) for r in result.fetchall()]
+    finally:
+        con.close()
+    out: dict[str, dict] = {}
+    for row in rows:
+        entry = out.setdefault(row["source_id"], {"caption": None, "label": None, "events": [], "qa": []})
+        if row["task"] == "caption" and row["idx"] == 0:
+            entry["caption"] = row["text"]
+        elif row["task"] == "classification" and row["idx"] == 0:
+            entry["label"] = row["label"]
+        elif row["task"] == "event":
+            entry["events"].append(Event(text=row["text"] or "", start_s=row["start_s"], end_s=row["end_s"],
+                                         attributes=json.loads(row["attributes"] or "{}")))
+        elif row["task"] == "vqa":
+            entry["qa"].append((row["question"], row["answer"]))
+    return out
+
+
+def load_task_data(db_path: str | Path, cache_path: str | Path, split: str, *, num_frames: int,
+                   dataset: str = "synthetic"):
+    """Join a split's cached tokens with all its annotations from the DuckDB manifest."""
+    from preprocessing.cache import read_token_cache
+    from vljepa.tasks.common import TaskData
+
+    cache = read_token_cache(cache_path)
+    notes = _annotations(Path(db_path), split, dataset)
+    missing = [s for s in cache.sample_ids if s not in notes or not notes[s]["caption"]]
+    if missing:
+        raise KeyError(f"{len(missing)} cached samples have no caption in split {split!r}, e.g. {missing[:3]}")
+    ids = list(cache.sample_ids)
+    return TaskData(sample_ids=ids, tokens=cache.tokens, captions=[notes[s]["caption"] for s in ids],
+                    labels=[notes[s]["label"] for s in ids], events=[notes[s]["events"] for s in ids],
+                    qa=[notes[s]["qa"] for s in ids], num_frames=num_frames)
+
+
+def decoder_texts(db_path: str | Path, split: str = "train", dataset: str = "synthetic") -> list[str]:
+    """The y-decoder's training texts: captions, event captions and VQA answers of a split."""
+    texts = []
+    for entry in _annotations(Path(db_path), split, dataset).values():
+        texts += [entry["caption"]] if entry["caption"] else []
+        texts += [e.text for e in entry["events"] if e.text]
+        texts += [a for _, a in entry["qa"]]
+    return texts
+
+
+def load_vocabulary(corpus_dir: str | Path):
+    from vljepa.tasks.hard_negatives import Vocabulary
+
+    meta = json.loads((Path(corpus_dir) / "corpus.json").read_text())
+    return meta["labels"], Vocabulary(colours=tuple(meta["colours"]), shapes=tuple(meta["shapes"]),
+                                      motions=tuple(meta["motions"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The y-decoder (trained once per checkpoint and decoder config)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cfg: EvalConfig):
+    """Train the y-decoder, or load it if one exists for this checkpoint and config. Returns (decoder, info)."""
+    from vljepa.decoder import decoder_preset, load_decoder
+    from vljepa.decoder_train import train_decoder
+
+    preset = cfg.decoder_preset or ("tiny" if model.cfg.preset == "tiny" else "small")
+    dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
+    if cfg.decoder_steps is not None:
+        dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)
+    key = hashlib.sha256((_file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json()).encode()).hexdigest()
+    decoder_dir = out_dir / "decoder"
+    stamp = decoder_dir / "source.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+        info = json.loads(stamp.read_text())
+        return load_decoder(decoder_dir), {**info, "reused": True}
+    result = train_decoder(model, decoder_texts(db_path, "train", cfg.dataset), dcfg, out_dir=decoder_dir)
+    info = {"key": key, "checkpoint": str(checkpoint_dir), "train_seconds": result.seconds,
+            "embed_seconds": result.embed_seconds, "n_texts": result.n_texts, "steps": dcfg.steps,
+            "final_loss": result.history[-1]["loss"], "vocab_size": len(result.decoder.vocab)}
+    stamp.write_text(json.dumps(info, indent=2))
+    return result.decoder, {**info, "reused": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: str | Path,
+                   corpus_dir: str | Path, run_id: str | None = None, *, val_cache: str | Path | None = None,
+                   tracking_uri: str | None = None, out_dir: str | Path | None = None,
+                   cfg: EvalConfig = EvalConfig()) -> dict:
+    """Evaluate a checkpoint on every task; log into MLflow run ``run_id`` if given.
+
+    Args:
+        checkpoint_dir: ``model.safetensors`` + ``config.json`` (``vljepa.train.save_checkpoint``).
+        db_path: the DuckDB manifest; test_cache / val_cache: Parquet token caches of those splits
+            (val is optional; when given, retrieval and classification also run on it).
+        corpus_dir: has ``corpus.json`` (labels, colours, shapes, motions).
+        run_id: the training run to log metrics, plots and the registered model into.
+        out_dir: results directory; default ``<checkpoint_dir>-eval``.
+    Returns a summary dict: metrics, chance levels, paths, registration and promotion.
+    """
+    import torch
+
+    from vljepa import analysis
+    from vljepa.decoder_train import round_trip
+    from vljepa.evaluate import text_embeddings
+    from vljepa.tasks import captioning, classification, hard_negatives, retrieval, vqa, world_prediction
+    from vljepa.tasks.common import markdown_table, predict, write_result
+    from vljepa.train import load_checkpoint
+
+    started = time.perf_counter()
+    checkpoint_dir, db_path = Path(checkpoint_dir), Path(db_path)
+    out = Path(out_dir) if out_dir else checkpoint_dir.parent / f"{checkpoint_dir.name}-eval"
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_checkpoint(checkpoint_dir)
+    num_threads = model.cfg.train.num_threads
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    labels, vocab = load_vocabulary(corpus_dir)
+    test = load_task_data(db_path, test_cache, "test", num_frames=model.cfg.x_encoder.num_frames, dataset=cfg.dataset)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    decoder, decoder_info = ensure_decoder(model, checkpoint_dir, db_path, out, cfg)
+    timings["decoder"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    held_out = sorted(set(test.captions))
+    trip = round_trip(model, decoder, held_out, num_beams=cfg.num_beams)
+    timings["round_trip"] = time.perf_counter() - t0
+
+    results = []
+    for name in cfg.tasks:
+        t0 = time.perf_counter()
+        if name == "retrieval":
+            results.append(retrieval.run(model, test))
+        elif name == "classification":
+            results.append(classification.run(model, test, labels))
+        elif name == "captioning":
+            results.append(captioning.run(model, decoder, test, num_beams=cfg.num_beams))
+        elif name == "vqa":
+            results.append(vqa.run(model, test, decoder))
+        elif name == "hard_negatives":
+            results.append(hard_negatives.run(model, test, vocab))
+        elif name == "world_prediction":
+            results.append(world_prediction.run(model, test, vocab))
+        timings[name] = time.perf_counter() - t0
+    if val_cache:
+        val = load_task_data(db_path, val_cache, "val", num_frames=model.cfg.x_encoder.num_frames, dataset=cfg.dataset)
+        for result in (retrieval.run(model, val), classification.run(model, val, labels)):
+            result.task = f"val_{result.task}"
+            results.append(result)
+    from vljepa.tasks.common import TaskResult
+
+    results.append(TaskResult(task="decoder_round_trip", metrics=trip["metrics"],
+                              chance={}, n=trip["n"],
+                              protocol="Held-out test captions: text → y-encoder → y-decoder (beam "
+                                       f"{cfg.num_beams}) → text.",
+                              details={"examples": trip["examples"], "decoder": decoder_info}))
+
+    # Embedding-space analysis on the test split (query-free prediction vs caption target).
+    predicted = predict(model, test.dataset().visual(list(range(len(test)))))
+    target = text_embeddings(model, test.captions)
+    space, reference = analysis.analyse(predicted, target)
+    results.append(TaskResult(task="embedding_space", metrics=space, chance=reference, n=len(test),
+                              protocol=analysis.__doc__.split("\n\n")[0]))
+    for result in results:
+        write_result(result, out / "tasks")
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    by_task = {r.task: r for r in results}
+    pngs = [analysis.embedding_map_png(predicted, target, [lbl or "?" for lbl in test.labels], plots / "embedding_map.png")]
+    if "classification" in by_task:
+        cls = by_task["classification"]
+        pngs.append(analysis.confusion_png(cls.details["confusion"], cls.details["labels"], plots / "confusion_matrix.png",
+                                           f"classification (test): top-1 {cls.metrics['top1']:.3f}"))
+    if "retrieval" in by_task:
+        ret = by_task["retrieval"]
+        pngs.append(analysis.rank_histogram_png({"text→video": ret.details["t2v_ranks"], "video→text": ret.details["v2t_ranks"]},
+                                                plots / "retrieval_ranks.png", f"retrieval ranks (test, n={ret.n})"))
+    if "captioning" in by_task:
+        rows = [(e["reference"], e["decoded"]) for e in by_task["captioning"].details["examples"]]
+        pngs.append(analysis.examples_table_png(rows, ("reference caption", "decoded from predicted embedding"),
+                                                plots / "decoded_examples.png", "captioning: y-decoder on predictions (test)"))
+    summary_md = "# Evaluation\n\n" + markdown_table(results)
+    (out / "summary.md").write_text(summary_md)
+    metrics = {k: v for r in results for k, v in r.flat().items()}
+    chance = {f"{r.task}/{k}": float(v) for r in results for k, v in r.chance.items()}
+    timings["total"] = time.perf_counter() - started
+    summary = {"metrics": metrics, "chance": chance, "out_dir": str(out), "timings_s": timings,
+               "decoder": decoder_info, "plots": [str(p) for p in pngs], "n_test": len(test)}
+    (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if run_id is not None:
+        summary["mlflow"] = log_to_mlflow(run_id, tracking_uri, metrics, chance, out, checkpoint_dir,
+                                          out / "decoder", test, cfg)
+    return summary
+
+
+def log_to_mlflow(run_id: str, tracking_uri: str | None, metrics: dict[str, float], chance: dict[str, float],
+                  out: Path, checkpoint_dir: Path, decoder_dir: Path, test, cfg: EvalConfig) -> dict:
+    """Metrics as ``eval/<task>/<metric>`` (+ ``eval_chance/...``), the results and plots as
+    artifacts under ``evaluation/``; then register the pyfunc and maybe promote it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from flows.mlflow_model import log_pyfunc_model
+    from flows.registry import promote_if_better, register_run_model
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics({f"eval_chance/{k}": v for k, v in chance.items()})
+        mlflow.log_artifacts(str(out / "tasks"), "evaluation/tasks")
+        mlflow.log_artifacts(str(out / "plots"), "evaluation/plots")
+        mlflow.log_artifact(str(out / "summary.md"), "evaluation")
+        mlflow.log_artifact(str(out / "results.json"), "evaluation")
+    info: dict = {"run_id": run_id}
+    if cfg.register:
+        example = test.tokens[:2].reshape(2, -1).astype("float32")
+        registration = register_run_model(
+            client, name=cfg.registered_model, run_id=run_id, kind="embedding+decoder",
+            log_model=lambda: log_pyfunc_model(str(checkpoint_dir), str(decoder_dir), name="vljepa_model",
+                                               tokens_example=example))
+        promotion = promote_if_better(client, name=cfg.registered_model, version=registration.version,
+                                      metric=cfg.champion_metric, greater_is_better=cfg.greater_is_better)
+        info.update(version=registration.version, created=registration.created, promoted=promotion.promoted,
+                    champion_version=promotion.champion_version, promotion_reason=promotion.reason)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect
+
+
+def _flow():
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    @flow(name="evaluate", log_prints=True)
+    def evaluate(checkpoint_dir: str, db_path: str, test_cache: str, corpus_dir: str, run_id: str | None = None,
+                 val_cache: str | None = None, tracking_uri: str | None = None, out_dir: str | None = None,
+                 register: bool = True) -> dict:
+        """Every task of the paper on a checkpoint; logs into the training run and registers the model."""
+        step = task(run_evaluation, name="run_evaluation", retries=0, cache_policy=NO_CACHE)
+        summary = step(checkpoint_dir, db_path, test_cache, corpus_dir, run_id, val_cache=val_cache,
+                       tracking_uri=tracking_uri, out_dir=out_dir, cfg=EvalConfig(register=register))
+        print((Path(summary["out_dir"]) / "summary.md").read_text())
+        return summary
+
+    return evaluate
+
+
+try:  # the flow object exists only where prefect is installed (vljepa itself never imports this)
+    evaluate = _flow()
+except ImportError:  # pragma: no cover
+    evaluate = None
+
+
+def deploy_evaluate(work_pool: str = "local-pool") -> str:
+    """Create deployment ``evaluate/full`` on ``work_pool``; returns its name."""
+    from flows.stages import REPO_ROOT
+
+    flow = evaluate.from_source(source=str(REPO_ROOT), entrypoint="flows/evaluate.py:evaluate")
+    flow.deploy(name="full", work_pool_name=work_pool,
+                description="The paper's evaluation tasks, embedding analysis and MLflow registration.",
+                print_next_steps=False)
+    return "evaluate/full"

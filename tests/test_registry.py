@@ -1,0 +1,134 @@
+"""MLflow registration: once per run, ``candidate`` alias, champion only when better, and the
+registered pyfunc served from ``models:/vljepa@champion`` in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.registry import CANDIDATE_ALIAS, CHAMPION_ALIAS, promote_if_better, register_run_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def _log_constant() -> str:
+    return mlflow.pyfunc.log_model(name="m", python_model=_Constant()).model_uri
+
+
+@pytest.fixture
+def client(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.create_experiment("reg", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment("reg")
+    yield MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def _run_with(metric: float) -> str:
+    with mlflow.start_run() as run:
+        mlflow.log_metric("eval/retrieval/t2v_r1", metric)
+    return run.info.run_id
+
+
+def test_registration_is_idempotent_per_run_and_kind(client):
+    run_id = _run_with(0.5)
+    calls = []
+
+    def log():
+        calls.append(1)
+        return _log_constant()
+
+    first = register_run_model(client, name="m", run_id=run_id, kind="embedding", log_model=log)
+    again = register_run_model(client, name="m", run_id=run_id, kind="embedding", log_model=log)
+    assert first.created and not again.created and first.version == again.version
+    assert len(calls) == 1  # the model is not even logged twice
+    assert len(client.search_model_versions("name = 'm'")) == 1
+    assert str(client.get_model_version_by_alias("m", CANDIDATE_ALIAS).version) == first.version
+    other = register_run_model(client, name="m", run_id=run_id, kind="embedding+decoder", log_model=_log_constant)
+    assert other.created and other.version != first.version
+
+
+def test_champion_moves_only_to_a_better_run(client):
+    versions = {}
+    for value in (0.5, 0.4, 0.7):
+        run_id = _run_with(value)
+        versions[value] = register_run_model(client, name="m", run_id=run_id, kind="e", log_model=_log_constant).version
+        promote_if_better(client, name="m", version=versions[value], metric="eval/retrieval/t2v_r1")
+        if value == 0.4:
+            assert str(client.get_model_version_by_alias("m", CHAMPION_ALIAS).version) == versions[0.5]
+            assert str(client.get_model_version_by_alias("m", CANDIDATE_ALIAS).version) == versions[0.4]
+    assert str(client.get_model_version_by_alias("m", CHAMPION_ALIAS).version) == versions[0.7]
+    lower = promote_if_better(client, name="m", version=versions[0.4], metric="eval/retrieval/t2v_r1",
+                              greater_is_better=False)
+    assert lower.promoted  # with "lower is better" the 0.4 run wins
+    with pytest.raises(KeyError, match="no metric"):
+        promote_if_better(client, name="m", version=versions[0.7], metric="eval/missing")
+
+
+def test_evaluation_registers_once_and_the_champion_serves_in_a_fresh_process():
+    from flows.evaluate import run_evaluation
+    from tests.tiny_run import tiny_evaluation, tiny_run
+
+    summary = tiny_evaluation()
+    run = tiny_run()
+    assert summary["mlflow"]["created"] and summary["mlflow"]["promoted"]
+    again = run_evaluation(run["checkpoint_dir"], run["db_path"], run["test_cache"], run["corpus_dir"], run["run_id"],
+                           tracking_uri=run["tracking_uri"], out_dir=run["state"] / "eval")
+    assert again["mlflow"]["version"] == summary["mlflow"]["version"] and not again["mlflow"]["created"]
+    assert again["decoder"]["reused"]
+
+    mlflow.set_tracking_uri(run["tracking_uri"])
+    client = MlflowClient()
+    logged = client.get_run(run["run_id"])
+    assert logged.data.metrics["eval/retrieval/t2v_r1"] == pytest.approx(summary["metrics"]["retrieval/t2v_r1"])
+    assert "eval_chance/world_prediction/accuracy" in logged.data.metrics
+    plots = {a.path for a in client.list_artifacts(run["run_id"], "evaluation/plots")}
+    assert {"evaluation/plots/confusion_matrix.png", "evaluation/plots/embedding_map.png",
+            "evaluation/plots/retrieval_ranks.png", "evaluation/plots/decoded_examples.png"} <= plots
+
+    from preprocessing.cache import read_token_cache
+
+    tokens = read_token_cache(run["test_cache"]).tokens[:2].reshape(2, -1).astype("float32")
+    script = f"""
+import json, sys
+import mlflow, numpy as np, pandas as pd
+mlflow.set_tracking_uri({run['tracking_uri']!r})
+model = mlflow.pyfunc.load_model("models:/vljepa@champion")
+tokens = np.load(sys.argv[1])
+out = model.predict(pd.DataFrame({{"tokens": [list(map(float, t)) for t in tokens], "query": ["", ""]}}),
+                    params={{"decode": True, "num_beams": 2}})
+text = model.predict(pd.DataFrame({{"text": ["a small red circle moves left"]}}))
+print(json.dumps({{"embedding": [list(map(float, e)) for e in out["embedding"]], "text": list(out["text"]),
+                  "text_norm": float((np.asarray(text["embedding"][0]) ** 2).sum()),
+                  "inputs": [c.name for c in model.metadata.get_input_schema().inputs]}}))
+"""
+    path = run["state"] / "tokens.npy"
+    import numpy as np
+
+    np.save(path, tokens)
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(served["text"]) == 2 and all(isinstance(t, str) for t in served["text"])
+    assert served["text_norm"] == pytest.approx(1.0, abs=1e-4)
+    assert {"video", "tokens", "text", "query"} == set(served["inputs"])
+
+    import torch
+
+    from vljepa.train import load_checkpoint
+
+    model = load_checkpoint(run["checkpoint_dir"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.predict(torch.from_numpy(tokens.reshape(2, -1, model.predictor.visual_proj.in_features))), dim=-1)
+    assert np.allclose(np.asarray(served["embedding"]), expected.numpy(), atol=1e-4)

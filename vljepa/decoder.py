@@ -1,0 +1,336 @@
+"""The Y-decoder: shared-space embedding -> text (paper Sec. 3, "a light decoder").
+
+The embedding is linearly projected to ``prefix_len`` vectors at the width of a small causal LM,
+which continues them into text (greedy or beam search). It is trained text-only on y-encoder
+embeddings of captions and answers, with the y-encoder frozen (``vljepa.decoder_train``).
+
+Embedded default (``small``): the *bottom* ``num_layers`` of SmolLM2-135M (30 layers, width 576),
+its final norm and its tied token embeddings. Why so few layers: the decoder only has to
+verbalise a compositional embedding of a small domain, and on 2 CPU cores 4 layers train
+~6× faster than all 30 (the whole decoder trains in ~2 min; see README).
+
+Output vocabulary: the token ids that occur in the training texts (plus end-of-text), a few
+hundred of SmolLM2's 49,152. The input and output embedding rows are cut to that set, which
+makes the softmax ~100× cheaper on CPU and the saved decoder small; the decoder can only emit
+words it was trained on, which is what a text-only decoder of a closed domain can do anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vljepa.weights import load_mapped, read_safetensors
+
+
+@dataclass(frozen=True, kw_only=True)
+class YDecoderConfig:
+    """Architecture and training of the y-decoder."""
+
+    lm: Literal["smollm2-135m", "tiny"] = "smollm2-135m"
+    lm_path: str | None = None  # a local SmolLM2-style HF dir; default: vljepa.weights.smollm2_dir()
+    num_layers: int = 4  # bottom layers of the LM kept
+    prefix_len: int = 4  # embedding -> this many LM input vectors
+    shared_dim: int = 384
+    max_length: int = 48  # target tokens (captions of 4 events are ~35)
+    # Gaussian noise of this expected L2 norm is added to the unit-norm training embeddings
+    # (CapDec, Nukrai et al. 2022): the decoder then tolerates the gap between predicted and
+    # target embeddings it never sees in text-only training.
+    noise_norm: float = 0.3
+    # Training (text-only, y-encoder frozen).
+    steps: int = 160
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    seed: int = 0
+    num_threads: int | None = 2
+    # Tiny random LM (unit tests).
+    tiny_hidden: int = 32
+    tiny_heads: int = 4
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "YDecoderConfig":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown y-decoder config keys {unknown}")
+        return cls(**data)
+
+
+def decoder_preset(name: str, *, shared_dim: int) -> YDecoderConfig:
+    """``small``: 4 SmolLM2 layers (the embedded default); ``tiny``: a random 2-layer Llama."""
+    if name == "tiny":
+        return YDecoderConfig(lm="tiny", num_layers=2, prefix_len=2, shared_dim=shared_dim, max_length=32,
+                              steps=60, batch_size=16, lr=3e-3, warmup_steps=5, noise_norm=0.0)
+    if name in ("small", "paper"):
+        return YDecoderConfig(shared_dim=shared_dim)
+    raise KeyError(f"unknown y-decoder preset {name!r}; choose small | tiny")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text codecs: text <-> ids of the LM's tokenizer
+
+
+class Codec(Protocol):
+    eos_id: int  # in the LM's id space
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteCodec:
+    """UTF-8 bytes as ids 1..256, 0 = end of text (for the tiny random LM)."""
+
+    eos_id = 0
+    vocab_size = 257
+
+    def encode(self, text: str) -> list[int]:
+        return [b + 1 for b in text.encode()]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - 1 for i in ids if 0 < i <= 256).decode(errors="replace")
+
+
+class HFCodec:
+    """A local Hugging Face tokenizer; no special tokens are added, EOS ends a text."""
+
+    def __init__(self, path: str | Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer at {path} has no end-of-text token")
+        self.eos_id = int(self.tokenizer.eos_token_id)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _lm_dir(cfg: YDecoderConfig) -> Path:
+    if cfg.lm_path:
+        return Path(cfg.lm_path)
+    from vljepa.weights import smollm2_dir
+
+    return smollm2_dir()
+
+
+def build_codec(cfg: YDecoderConfig) -> Codec:
+    return ByteCodec() if cfg.lm == "tiny" else HFCodec(_lm_dir(cfg))
+
+
+def _llama_config(cfg: YDecoderConfig, vocab_size: int):
+    from transformers import LlamaConfig
+
+    if cfg.lm == "tiny":
+        config = LlamaConfig(hidden_size=cfg.tiny_hidden, intermediate_size=2 * cfg.tiny_hidden,
+                             num_attention_heads=cfg.tiny_heads, num_key_value_heads=cfg.tiny_heads,
+                             num_hidden_layers=cfg.num_layers, vocab_size=vocab_size,
+                             max_position_embeddings=256, tie_word_embeddings=True)
+    else:
+        full = json.loads((_lm_dir(cfg) / "config.json").read_text())
+        if cfg.num_layers > full["num_hidden_layers"]:
+            raise ValueError(f"y-decoder wants {cfg.num_layers} layers; the LM has {full['num_hidden_layers']}")
+        keep = {k: full[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+                                     "rms_norm_eps", "max_position_embeddings", "hidden_act") if k in full}
+        rope = full.get("rope_parameters") or {"rope_type": "default", "rope_theta": full.get("rope_theta", 10000.0)}
+        config = LlamaConfig(**keep, num_hidden_layers=cfg.num_layers, vocab_size=vocab_size,
+                             rope_parameters=rope, tie_word_embeddings=True, attention_bias=False, mlp_bias=False)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class YDecoder(nn.Module):
+    """``embedding (B, S) -> text``: prefix projection + a causal Llama over a cut vocabulary.
+
+    ``vocab`` lists the LM-tokenizer ids the decoder knows; local id ``i`` is ``vocab[i]`` and
+    local id 0 is always end-of-text.
+    """
+
+    def __init__(self, cfg: YDecoderConfig, vocab: list[int], codec: Codec) -> None:
+        super().__init__()
+        from transformers import LlamaModel
+
+        if not vocab or vocab[0] != codec.eos_id:
+            raise ValueError("vocab[0] must be the codec's end-of-text id")
+        self.cfg = cfg
+        self.codec = codec
+        self.vocab = list(vocab)
+        self.local = {tok: i for i, tok in enumerate(self.vocab)}
+        self.lm = LlamaModel(_llama_config(cfg, len(vocab)))
+        hidden = self.lm.config.hidden_size
+        self.prefix_proj = nn.Linear(cfg.shared_dim, cfg.prefix_len * hidden)  # (S) -> (P*H)
+        nn.init.normal_(self.prefix_proj.weight, std=cfg.shared_dim**-0.5 * hidden**-0.5 * 4)
+        nn.init.zeros_(self.prefix_proj.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.prefix_proj.weight.device
+
+    # -- pretrained weights ----------------------------------------------------------------
+    def load_lm(self) -> None:
+        """Import the bottom layers, final norm and the vocabulary's embedding rows (audited)."""
+        if self.cfg.lm == "tiny":
+            raise ValueError("the tiny y-decoder LM is random")
+        path = _lm_dir(self.cfg) / "model.safetensors"
+        layer_keys = {k[len("layers.0."):] for k in self.lm.state_dict() if k.startswith("layers.0.")}
+        key_map = {"norm.weight": "model.norm.weight"}
+        for i in range(self.cfg.num_layers):
+            key_map.update({f"layers.{i}.{s}": f"model.layers.{i}.{s}" for s in layer_keys})
+        checkpoint = read_safetensors(path, sorted(set(key_map.values())) + ["model.embed_tokens.weight"])
+        table = checkpoint.pop("model.embed_tokens.weight")  # (V_lm, H)
+        checkpoint["vocab_rows"] = table[torch.tensor(self.vocab)]  # (V, H): only our vocabulary
+        key_map["embed_tokens.weight"] = "vocab_rows"
+        rotary = {k for k in self.lm.state_dict() if k.startswith("rotary_emb.")}
+        load_mapped(self.lm, checkpoint, key_map, expect_not_loaded=rotary)
+
+    # -- ids ---------------------------------------------------------------------------------
+    def to_local(self, text: str) -> list[int]:
+        """Text -> local ids, truncated to ``max_length - 1``, plus end-of-text. Unknown tokens fail."""
+        ids = self.codec.encode(text)[: self.cfg.max_length - 1]
+        try:
+            return [self.local[t] for t in ids] + [0]
+        except KeyError as exc:
+            raise KeyError(f"token {exc} of {text!r} is not in the y-decoder's vocabulary") from None
+
+    def to_text(self, local_ids: list[int]) -> str:
+        out = []
+        for i in local_ids:
+            if i == 0:
+                break
+            out.append(self.vocab[i])
+        return self.codec.decode(out)
+
+    # -- forward -----------------------------------------------------------------------------
+    def prefix(self, embedding: torch.Tensor) -> torch.Tensor:
+        """embedding ``(B, S)`` (normalised here) -> prefix vectors ``(B, P, H)``."""
+        embedding = F.normalize(embedding.float(), dim=-1)
+        return self.prefix_proj(embedding).view(len(embedding), self.cfg.prefix_len, -1)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.lm.embed_tokens.weight.T  # tied output head, (B, L, V)
+
+    def loss(self, embedding: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Teacher-forced cross-entropy of ``texts`` given their embeddings ``(B, S)``."""
+        targets = [self.to_local(t) for t in texts]
+        length = max(len(t) for t in targets)
+        ids = torch.zeros(len(texts), length, dtype=torch.long, device=self.device)
+        labels = torch.full((len(texts), length), -100, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(texts), self.cfg.prefix_len + length, dtype=torch.long, device=self.device)
+        for row, target in enumerate(targets):
+            ids[row, : len(target)] = torch.tensor(target)
+            labels[row, : len(target)] = torch.tensor(target)
+            mask[row, : self.cfg.prefix_len + len(target)] = 1
+        # Input at position P+j is token j-1 (the prefix's last vector predicts token 0).
+        inputs = torch.cat([self.prefix(embedding), self.lm.embed_tokens(ids[:, :-1])], dim=1)  # (B, P+L-1, H)
+        hidden = self.lm(inputs_embeds=inputs, attention_mask=mask[:, :-1]).last_hidden_state
+        logits = self._logits(hidden[:, self.cfg.prefix_len - 1 :])  # (B, L, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, embedding: torch.Tensor, *, num_beams: int = 1, max_new_tokens: int | None = None,
+                 length_penalty: float = 1.0) -> list[str]:
+        """Decode embeddings ``(B, S)`` to texts: greedy (``num_beams=1``) or beam search."""
+        from transformers import DynamicCache
+
+        max_new = max_new_tokens or self.cfg.max_length
+        batch, beams = len(embedding), num_beams
+        prefix = self.prefix(embedding.to(self.device)).repeat_interleave(beams, dim=0)  # (B*K, P, H)
+        cache = DynamicCache()
+        hidden = self.lm(inputs_embeds=prefix, past_key_values=cache, use_cache=True).last_hidden_state
+        logprobs = self._logits(hidden[:, -1]).log_softmax(-1)  # (B*K, V)
+        scores = torch.zeros(batch, beams, device=self.device)
+        scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
+        sequences = torch.zeros(batch * beams, 0, dtype=torch.long, device=self.device)
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+        vocab = logprobs.shape[-1]
+        for step in range(max_new):
+            candidate = (scores.view(-1, 1) + logprobs).view(batch, beams * vocab)  # (B, K*V)
+            top, index = candidate.topk(2 * beams, dim=1)  # room for beams that end here
+            beam_of, token_of = index // vocab, index % vocab
+            new_scores = torch.full((batch, beams), float("-inf"), device=self.device)
+            source = torch.zeros(batch, beams, dtype=torch.long, device=self.device)
+            tokens = torch.zeros(batch, beams, dtype=torch.long, device=self.device)
+            for b in range(batch):
+                kept = 0
+                for j in range(2 * beams):
+                    score, beam, token = float(top[b, j]), int(beam_of[b, j]), int(token_of[b, j])
+                    if score == float("-inf"):
+                        break
+                    if token == 0 or step == max_new - 1:
+                        seq = sequences[b * beams + beam].tolist() + ([] if token == 0 else [token])
+                        finished[b].append((score / max(len(seq) + 1, 1) ** length_penalty, seq))
+                        continue
+                    new_scores[b, kept], source[b, kept], tokens[b, kept] = score, beam, token
+                    kept += 1
+                    if kept == beams:
+                        break
+            done = all(len(f) >= beams for f in finished)  # early stopping, as HF's early_stopping=True
+            if done or step == max_new - 1:
+                break
+            flat_source = (source + torch.arange(batch, device=self.device)[:, None] * beams).view(-1)  # (B*K)
+            sequences = torch.cat([sequences[flat_source], tokens.view(-1, 1)], dim=1)
+            cache.reorder_cache(flat_source)
+            scores = new_scores
+            step_in = self.lm.embed_tokens(tokens.view(-1, 1))  # (B*K, 1, H)
+            hidden = self.lm(inputs_embeds=step_in, past_key_values=cache, use_cache=True).last_hidden_state
+            logprobs = self._logits(hidden[:, -1]).log_softmax(-1)
+        return [self.to_text(max(f)[1]) if f else "" for f in finished]
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        """``decoder.safetensors`` + ``decoder_config.json`` + ``decoder_vocab.json``, atomically."""
+        import os
+        import shutil
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp / "decoder.safetensors"))
+        (tmp / "decoder_config.json").write_text(self.cfg.to_json())
+        (tmp / "decoder_vocab.json").write_text(json.dumps(self.vocab))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        return out_dir
+
+
+def load_decoder(decoder_dir: str | Path) -> YDecoder:
+    """Rebuild a saved y-decoder (strict load) from its directory."""
+    from safetensors.torch import load_file
+
+    decoder_dir = Path(decoder_dir)
+    cfg = YDecoderConfig.from_json((decoder_dir / "decoder_config.json").read_text())
+    vocab = json.loads((decoder_dir / "decoder_vocab.json").read_text())
+    decoder = YDecoder(cfg, vocab, build_codec(cfg))
+    decoder.load_state_dict(load_file(str(decoder_dir / "decoder.safetensors")), strict=True)
+    decoder.eval()
+    return decoder
+
+
+def build_vocab(texts: list[str], codec: Codec) -> list[int]:
+    """End-of-text first, then every tokenizer id that occurs in ``texts``, sorted."""
+    ids = {t for text in texts for t in codec.encode(text)} - {codec.eos_id}
+    return [codec.eos_id, *sorted(ids)]

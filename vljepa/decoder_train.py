@@ -1,0 +1,122 @@
+"""Text-only training of the y-decoder on frozen y-encoder embeddings, and its round-trip score.
+
+The y-encoder (the checkpoint's, with its projection into the shared space) embeds every
+training text once, under ``no_grad``: it is frozen by construction while the decoder trains.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vljepa.decoder import YDecoder, YDecoderConfig, build_codec, build_vocab
+from vljepa.evaluate import text_embeddings
+from vljepa.model import VLJepa
+
+
+@dataclass
+class DecoderTrainResult:
+    decoder: YDecoder
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # training loop only
+    embed_seconds: float = 0.0  # y-encoder pass over the training texts
+    n_texts: int = 0
+
+
+def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_dir: str | Path | None = None,
+                  progress: bool = False) -> DecoderTrainResult:
+    """Train a y-decoder to reproduce ``texts`` from their y-encoder embeddings.
+
+    Args:
+        model: a trained VL-JEPA; only its y-encoder is used (frozen, eval mode).
+        texts: training texts (captions, event captions, answers); duplicates are dropped.
+        cfg: decoder architecture and optimisation.
+        out_dir: if given, the decoder is saved there (safetensors + config JSON).
+    """
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    texts = sorted(set(t.strip() for t in texts if t and t.strip()))
+    if not texts:
+        raise ValueError("no training texts for the y-decoder")
+    codec = build_codec(cfg)
+    decoder = YDecoder(cfg, build_vocab(texts, codec), codec)
+    if cfg.lm != "tiny":
+        decoder.load_lm()
+    start = time.perf_counter()
+    with torch.no_grad():
+        targets = text_embeddings(model, texts)  # (T, S), unit norm; y-encoder frozen
+    embed_seconds = time.perf_counter() - start
+    if targets.shape[1] != cfg.shared_dim:
+        raise ValueError(f"y-encoder gives {targets.shape[1]}-d embeddings; decoder expects {cfg.shared_dim}")
+
+    decoder.train()
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def factor(step: int) -> float:  # linear warmup, cosine to 10 %
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress_ = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress_, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    result = DecoderTrainResult(decoder=decoder, embed_seconds=embed_seconds, n_texts=len(texts))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="y-decoder", unit="step")
+    start = time.perf_counter()
+    order: list[int] = []
+    for step in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(texts), generator=generator).tolist()
+        index, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        embedding = targets[index]  # (B, S)
+        if cfg.noise_norm > 0:
+            noise = torch.randn(embedding.shape, generator=generator) * (cfg.noise_norm / embedding.shape[1] ** 0.5)
+            embedding = embedding + noise
+        loss = decoder.loss(embedding, [texts[i] for i in index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        result.history.append({"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    result.seconds = time.perf_counter() - start
+    decoder.eval()
+    if out_dir is not None:
+        decoder.save(out_dir)
+    return result
+
+
+@torch.no_grad()
+def decode_embeddings(decoder: YDecoder, embeddings: torch.Tensor, *, num_beams: int = 1,
+                      batch_size: int = 64) -> list[str]:
+    """Decode ``(N, S)`` embeddings in batches."""
+    out: list[str] = []
+    for start in range(0, len(embeddings), batch_size):
+        out += decoder.generate(embeddings[start : start + batch_size], num_beams=num_beams)
+    return out
+
+
+def round_trip(model: VLJepa, decoder: YDecoder, texts: list[str], *, num_beams: int = 1) -> dict:
+    """text -> y-encoder -> y-decoder -> text on held-out ``texts``: BLEU-4, CIDEr, ROUGE-L, exact match."""
+    from vljepa.tasks.scoring import caption_scores
+
+    embeddings = text_embeddings(model, texts)  # (N, S)
+    decoded = decode_embeddings(decoder, embeddings, num_beams=num_beams)
+    scores = caption_scores(decoded, [[t] for t in texts])
+    scores["exact_match"] = sum(d.strip().lower() == t.strip().lower() for d, t in zip(decoded, texts)) / len(texts)
+    return {"metrics": scores, "examples": list(zip(texts, decoded))[:20], "n": len(texts)}
