@@ -27,6 +27,9 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     from flows.sft import deploy_sft
 
     deployed.append(deploy_preprocess(work_pool))
+    from flows.evaluate import deploy_evaluate
+
+    deployed.append(deploy_evaluate(work_pool))
 
     deployed.append(deploy_sft(work_pool))
     from flows.selective_decoding import deploy_selective_decoding

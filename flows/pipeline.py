@@ -42,8 +42,17 @@ def track(run: RunConfig, cfg, summary, evaluation: dict, caches: dict, counts: 
         tracking_uri=run.resolved_tracking_uri(), experiment=run.experiment,
         registered_model=run.registered_model, run_name=run_name, cfg=cfg, history=summary.history,
         evaluation=evaluation, checkpoint_dir=summary.checkpoint_dir, extra_params=extra, tags=tags,
-        artifact_root=run.state_path() / "mlflow" / "artifacts",
+        artifact_root=run.state_path() / "mlflow" / "artifacts", register=False,
     )
+
+
+def evaluate_suite(run: RunConfig, checkpoint_dir: str, db_path, test_cache: str, corpus_dir, run_id: str) -> dict:
+    """Every task of the paper on the test split (y-decoder trained here), logged into the run; the
+    model + decoder is registered as ``candidate`` and promoted to ``champion`` if it is better."""
+    from flows.evaluate import run_evaluation
+
+    return run_evaluation(checkpoint_dir, db_path, test_cache, corpus_dir, run_id,
+                          tracking_uri=run.resolved_tracking_uri())
 
 
 def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: str | None = None) -> dict[str, Any]:
@@ -80,12 +89,20 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
                                                      state / "checkpoints" / run_name)
     evaluation = stage("evaluate", evaluate_checkpoint, False)(summary.checkpoint_dir, db_path,
                                                               caches["test"].path, corpus_dir)
-    tracked = stage("track-and-register", track, True)(run, cfg, summary, evaluation, caches, counts,
-                                                        run_name, flow_run_id)
+    tracked = stage("track", track, True)(run, cfg, summary, evaluation, caches, counts, run_name, flow_run_id)
+    suite = stage("evaluate-and-register", evaluate_suite, False)(run, summary.checkpoint_dir, db_path,
+                                                                  caches["test"].path, corpus_dir, tracked["run_id"])
+    registration = suite.get("mlflow", {})
+    tracked = {**tracked, "model_version": str(registration.get("version")),
+               "model_uri": f"models:/{run.registered_model}@candidate",
+               "champion_version": str(registration.get("champion_version")),
+               "promoted": bool(registration.get("promoted"))}
     return {
         "run_name": run_name,
         "preset": cfg.preset,
         "metrics": evaluation["metrics"],
+        "suite_metrics": suite["metrics"],
+        "suite_chance": suite["chance"],
         "chance": evaluation["chance"],
         "n_test": evaluation["n_test"],
         "n_train": caches["train"].n_samples,
@@ -110,7 +127,13 @@ def format_report(result: dict[str, Any]) -> str:
         if key in m:
             chance = f" (chance {c[key]:.3f}, ×{m[key] / c[key]:.1f})" if key in c and c[key] else ""
             lines.append(f"    {key:<9} {m[key]:.3f}{chance}")
-    lines.append(f"  registered: {result['mlflow']['model_uri']} (version {result['mlflow']['model_version']})")
+    suite, suite_chance = result.get("suite_metrics", {}), result.get("suite_chance", {})
+    for key in ("captioning/cider", "vqa/accuracy", "hard_negatives/video_accuracy", "world_prediction/accuracy"):
+        if key in suite:
+            chance = f" (chance {suite_chance[key]:.3f})" if key in suite_chance else ""
+            lines.append(f"    {key:<26} {suite[key]:.3f}{chance}")
+    promoted = " → promoted to champion" if result["mlflow"].get("promoted") else ""
+    lines.append(f"  registered: {result['mlflow']['model_uri']} (version {result['mlflow']['model_version']}){promoted}")
     return "\n".join(lines)
 
 

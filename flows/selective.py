@@ -117,7 +117,7 @@ def run_selective(model, encoder, db_path: Path, train_texts: list[str], cfg: Se
         "n_streams": len(streams), "n_clips": len(clips),
         "stream_seconds": float(sum(s.duration for s in streams)),
         "n_events": int(sum(len(s.captions) for s in streams)),
-        "decoder": type(decode).__name__,
+        "decoder": "y-decoder" if type(decode).__name__ == "YDecoderCallable" else type(decode).__name__,
         "rows": [asdict(r) for r in rows],
         "savings_vs_uniform_1hz": {m: savings_factor(rows, m) for m in ("ward", "online")},
         "online_mean_latency_windows": float(np.mean([r.mean_latency_windows for r in online_rows

@@ -21,8 +21,24 @@ def resolve_model(registered_model: str, alias: str, tracking_uri: str):
 
     mlflow.set_tracking_uri(tracking_uri)
     version = MlflowClient().get_model_version_by_alias(registered_model, alias)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}")
-    return pyfunc.unwrap_python_model().model, version.run_id, str(version.version)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
+    return pyfunc.model, getattr(pyfunc, "decoder", None), version.run_id, str(version.version)
+
+
+class YDecoderCallable:
+    """The y-decoder as the sweep's ``decode``: (K, D) embeddings → K texts (greedy)."""
+
+    def __init__(self, decoder, batch_size: int = 64) -> None:
+        self.decoder, self.batch_size = decoder, batch_size
+
+    def __call__(self, embeddings):
+        import torch
+
+        out = []
+        for i in range(0, len(embeddings), self.batch_size):
+            batch = torch.as_tensor(embeddings[i : i + self.batch_size], dtype=torch.float32)
+            out += self.decoder.generate(batch, num_beams=1)
+        return out
 
 
 def sweep_registered_model(registered_model: str = "vljepa", alias: str = "candidate", state_dir: str | None = None,
@@ -35,11 +51,12 @@ def sweep_registered_model(registered_model: str = "vljepa", alias: str = "candi
 
     state = Path(state_dir or os.environ.get("VLJEPA_STATE_DIR") or REPO_ROOT / ".vljepa")
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state}/mlflow/mlflow.db"
-    model, run_id, version = resolve_model(registered_model, alias, tracking_uri)
+    model, decoder, run_id, version = resolve_model(registered_model, alias, tracking_uri)
     db = state / "manifest.duckdb"
     cfg = SelectiveConfig(max_clips=max_clips, split=split)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_selective(model, build_x_encoder(model.cfg.x_encoder), db, caption_bank(db), cfg, Path(tmp))
+        result = run_selective(model, build_x_encoder(model.cfg.x_encoder), db, caption_bank(db), cfg, Path(tmp),
+                               decoder=YDecoderCallable(decoder) if decoder is not None else None)
         with mlflow.start_run(run_id=run_id):
             for method, factor in result["savings_vs_uniform_1hz"].items():
                 if factor is not None:

@@ -12,6 +12,8 @@ def test_vljepa_imports_without_orchestration_packages():
         "import sys, json\n"
         "import vljepa, vljepa.config, vljepa.model, vljepa.losses, vljepa.train, vljepa.evaluate\n"
         "import vljepa.encoders, vljepa.predictor, vljepa.y_encoder, vljepa.params, vljepa.cli\n"
+        "import vljepa.decoder, vljepa.decoder_train, vljepa.analysis, vljepa.tasks, vljepa.plan, vljepa.streaming\n"
+        "import vljepa.checkpoint, vljepa.distributed, vljepa.schedule, vljepa.data\n"
         "from vljepa.encoders import registered_x_encoders; registered_x_encoders()\n"
         f"print(json.dumps([m for m in {ORCHESTRATION!r} if m in sys.modules]))\n"
     )
