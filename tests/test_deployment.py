@@ -75,3 +75,19 @@ def test_deployment_run_completes_and_registers_a_model(services):
     report = subprocess.run([str(venv / "python"), "-m", "flows.report"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=True, timeout=120)
     assert "test/t2v_r1" in report.stdout and "MLflow UI" in report.stdout
+
+
+def test_sft_deployment_continues_from_the_stage1_model(services):
+    """sft/full through the worker and the submitit launcher, from the checkpoint pretrain/full left."""
+    env = services
+    venv = ROOT / ".venv" / "bin"
+    state = Path(env["VLJEPA_STATE_DIR"])
+    checkpoints = sorted(p for p in (state / "checkpoints").glob("pretrain-tiny-*") if (p / "model.safetensors").is_file())
+    assert checkpoints, "run after test_deployment_run_completes_and_registers_a_model"
+    run = subprocess.run(
+        [str(venv / "prefect"), "deployment", "run", "sft/full", "--param", "preset=tiny",
+         "--param", f"init_from={checkpoints[-1]}", "--param", "max_steps=3", "--watch", "--watch-timeout", "600"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=700,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Completed" in run.stdout
