@@ -27,6 +27,17 @@ def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain") ->
             chance = m.get(f"chance/{key}")
             extra = f"   (chance {chance:.4f}, {m[f'test/{key}'] / chance:.1f}× chance)" if chance else ""
             lines.append(f"  test/{key:<9} {m[f'test/{key}']:.4f}{extra}")
+    for key in ("captioning/cider", "vqa/accuracy", "world_prediction/accuracy", "hard_negatives/video_accuracy"):
+        if f"eval/{key}" in m:
+            chance = m.get(f"eval_chance/{key}")
+            extra = f"   (chance {chance:.4f})" if chance is not None else ""
+            lines.append(f"  eval/{key:<28} {m[f'eval/{key}']:.4f}{extra}")
+    for alias in ("candidate", "champion"):
+        try:
+            version = MlflowClient().get_model_version_by_alias("vljepa", alias)
+            lines.append(f"  models:/vljepa@{alias} = version {version.version} (run {version.run_id[:8]})")
+        except Exception:  # noqa: BLE001 - alias not set yet
+            pass
     if tracking_uri.startswith("http"):
         lines.append(f"MLflow UI:  {tracking_uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}")
     prefect_ui = os.environ.get("PREFECT_UI_URL")
