@@ -38,16 +38,24 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_corpus(args: argparse.Namespace) -> int:
-    from preprocessing.corpus import main as corpus_main
-
-    return corpus_main(args.rest) or 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from flows.pipeline import main as pipeline_main
+# Sub-commands that own their argument parsing (their --help is their own): name -> (module, help).
+# Imported lazily so `vljepa params` never loads the orchestration stack.
+PASSTHROUGH = {
+    "corpus": ("preprocessing.corpus", "generate the procedural video-language corpus"),
+    "data": ("preprocessing.data_cli", "manifest imports, data mixes and failures"),
+    "run": ("flows.pipeline", "run the pretraining pipeline in this process, without Prefect"),
+    "train": ("flows.train_cli", "stage-1 pretraining or stage-2 SFT through submitit (slurm | local | inline)"),
+    "stream": ("flows.stream_cli", "timestamped captions of a video with selective decoding"),
+}
 
-    return pipeline_main(args.rest) or 0
+
+def _passthrough(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(PASSTHROUGH[name][0])
+    return module.main(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,59 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("corpus", help="generate the procedural video-language corpus (see `vljepa corpus --help`)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_corpus)
-
-    p = sub.add_parser("run", help="run the pretraining pipeline in this process, without Prefect "
-                       "(see `vljepa run --help`)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_run)
-    p = sub.add_parser("data", help="manifest imports, data mixes and failures "
-                       "(see `vljepa data --help`)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_data)
-
-    p = sub.add_parser("train", help="stage-1 pretraining or stage-2 SFT through submitit "
-                       "(slurm | local | inline; see `vljepa train --help`)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("stream", help="timestamped captions of a video with selective decoding "
-                       "(see `vljepa stream --help`)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_stream)
+    for name, (_, help_text) in PASSTHROUGH.items():
+        # Listed for --help only: main() hands these to their own parsers before argparse runs.
+        sub.add_parser(name, help=f"{help_text} (see `vljepa {name} --help`)", add_help=False)
     return parser
 
 
-def _cmd_stream(args: argparse.Namespace) -> int:
-    from flows.stream_cli import main as stream_main
 
-    return stream_main(args.rest) or 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from flows.train_cli import main as train_main
-
-    return train_main(args.rest) or 0
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from preprocessing.data_cli import main as data_main
-
-    return data_main(args.rest) or 0
-
-
-# Sub-commands that own their argument parsing (their --help is their own).
-PASSTHROUGH = {"corpus": _cmd_corpus, "run": _cmd_run, "stream": _cmd_stream, "train": _cmd_train,
-               "data": _cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
-        return PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
+        return _passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
