@@ -49,7 +49,7 @@ def import_step(manifest: str, source: str, *, kind: str = "corpus", dataset: st
 
 def encode_step(manifest: str, *, dataset: str, split: str, x_encoder: dict[str, Any], cache_root: str,
                 cache_format: str = "parquet", shard_size: int = 256, sampling: dict[str, Any] | None = None,
-                engine: str = "local", ray_address: str | None = None) -> dict[str, Any]:
+                engine: str = "local", ray_address: str | None = None, decode_workers: int = 2) -> dict[str, Any]:
     """Decode, sample, encode and cache one split; records the cache and failures in the manifest."""
     from preprocessing.pipeline import CacheConfig
     from preprocessing.ray_pipeline import RayConfig
@@ -61,7 +61,7 @@ def encode_step(manifest: str, *, dataset: str, split: str, x_encoder: dict[str,
         manifest=manifest, dataset=dataset, split=split, x_encoder=XEncoderConfig(**x_encoder),
         cache=CacheConfig(root=cache_root, format=cache_format, shard_size=shard_size),  # type: ignore[arg-type]
         sampling=SamplingConfig(**(sampling or {})), engine=engine,  # type: ignore[arg-type]
-        ray=RayConfig(address=ray_address),
+        ray=RayConfig(address=ray_address), decode_workers=decode_workers,
     )
     result = run(cfg)
     return {"split": split, "cache_key": result.cache_key, "cache_dir": str(result.cache_dir),

@@ -128,7 +128,7 @@ def cache_split_tokens(cfg: VLJepaConfig, db_path: Path, state_dir: Path, split:
     out = encode_step(str(db_path), dataset="synthetic", split=split, x_encoder=dataclasses.asdict(cfg.x_encoder),
                       cache_root=str(state_dir / "cache" / "shards"), cache_format="parquet", shard_size=512,
                       sampling={"strategy": "uniform", "num_frames": cfg.x_encoder.num_frames},
-                      engine=engine, ray_address=ray_address)
+                      engine=engine, ray_address=ray_address, decode_workers=cfg.data.decode_workers)
     if out["n_samples"] == 0:
         raise RuntimeError(f"no sample of split {split!r} could be cached ({out['n_failed']} failed): see "
                            f"`vljepa data failures --manifest {db_path}`")
