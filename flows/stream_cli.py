@@ -27,12 +27,11 @@ def latest_checkpoint(state_dir: Path) -> Path:
 
 def caption_bank(db_path: Path) -> list[str]:
     """Training event captions: what the retrieval decoder can say."""
-    from preprocessing.manifest import open_manifest
+    from preprocessing.manifest import load_sql, open_manifest
 
     con = open_manifest(db_path)
     try:
-        rows = con.execute("SELECT DISTINCT a.text FROM annotations AS a JOIN splits AS s USING (source_id) "
-                           "WHERE s.split = 'train' AND a.task IN ('event', 'caption') AND a.text IS NOT NULL").fetchall()
+        rows = con.execute(load_sql("split_texts"), {"dataset": "synthetic", "split": "train"}).fetchall()
     finally:
         con.close()
     if not rows:

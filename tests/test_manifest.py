@@ -297,6 +297,8 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     # Queries that other modules run against this schema (flows/selective.py): they must run.
     if (SQL_DIR / "split_events.sql").exists():
         con.execute(manifest_module.load_sql("split_events"), {"dataset": "synthetic", "split": "train", "min_events": 1})
+    if (SQL_DIR / "split_texts.sql").exists():
+        assert con.execute(manifest_module.load_sql("split_texts"), {"dataset": "synthetic", "split": "train"}).fetchall()
 
     files = {p.stem for p in SQL_DIR.glob("*.sql")}
     assert used == files
