@@ -4,43 +4,22 @@ The tiny preset keeps it to about a minute; the small preset is the main job (RE
 """
 
 import json
-import os
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.services import local_services
+
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    state = tmp_path_factory.mktemp("services")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "VLJEPA_"))}
-    env.update(VLJEPA_STATE_DIR=str(state), VLJEPA_PREFECT_PORT=str(_free_port()),
-               VLJEPA_MLFLOW_PORT=str(_free_port()), VLJEPA_CACHE=os.environ.get("VLJEPA_CACHE", ""))
-    if not env["VLJEPA_CACHE"]:
-        env.pop("VLJEPA_CACHE")
-    subprocess.run(["bash", "infra/up.sh"], cwd=ROOT, env=env, check=True, timeout=300)
-    # The derived variables (PREFECT_API_URL, MLFLOW_TRACKING_URI) as env.sh sets them.
-    out = subprocess.run(["bash", "-c", "source infra/env.sh && env"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    env.update(dict(line.split("=", 1) for line in out.splitlines()
-                    if line.startswith(("PREFECT_", "MLFLOW_", "VLJEPA_"))))
-    try:
+    with local_services(tmp_path_factory.mktemp("services")) as env:
         yield env
-    finally:
-        subprocess.run(["bash", "infra/down.sh"], cwd=ROOT, env=env, timeout=120)
 
 
 def test_deployment_run_completes_and_registers_a_model(services):

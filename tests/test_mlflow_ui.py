@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.services import local_services
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,28 +25,12 @@ METRICS = {"eval/retrieval/t2v_r1": 0.625, "eval/classification/top1": 0.4, "eva
            "eval/world_prediction/accuracy": 0.5, "eval_chance/world_prediction/accuracy": 0.25}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_service(tmp_path_factory):
     if shutil.which("chromium") is None:
         pytest.skip("Debian chromium is not installed")
-    state = tmp_path_factory.mktemp("ui-services")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VLJEPA_"))}
-    env.update(VLJEPA_STATE_DIR=str(state), VLJEPA_PREFECT_PORT=str(_free_port()),
-               VLJEPA_MLFLOW_PORT=str(_free_port()))
-    subprocess.run(["bash", "infra/up.sh"], cwd=ROOT, env=env, check=True, timeout=300)
-    out = subprocess.run(["bash", "-c", "source infra/env.sh && env"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    env.update(dict(line.split("=", 1) for line in out.splitlines() if line.startswith(("PREFECT_", "VLJEPA_"))))
-    try:
+    with local_services(tmp_path_factory.mktemp("ui-services")) as env:
         yield f"http://127.0.0.1:{env['VLJEPA_MLFLOW_PORT']}", env
-    finally:
-        subprocess.run(["bash", "infra/down.sh"], cwd=ROOT, env=env, timeout=120)
 
 
 def _chromium(url: str, *extra: str) -> subprocess.CompletedProcess:
