@@ -6,7 +6,8 @@ in pretraining and cosine in SFT, bidirectional InfoNCE in the shared space with
 every rank.
 
 ``out_dir`` receives the final model (``model.safetensors``, ``config.json``,
-``train_summary.json``) and ``checkpoints/step-*`` to resume from: a run restarted on the same
+``train_summary.json``), ``snapshots/step-*`` (model only, at ``train.snapshot_steps``) and
+``checkpoints/step-*`` to resume from: a run restarted on the same
 ``out_dir`` (after a crash, a SIGKILL or a Slurm requeue) continues from its last checkpoint and
 ends bit-identical on CPU to a run that was never interrupted.
 """
@@ -184,6 +185,9 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
             metrics = _run_validation(model, validate, done, result, log_step if dist.is_main else None)
         if due_ckpt:
             save(done, metrics)
+        if done in tcfg.snapshot_steps and dist.is_main:
+            save_checkpoint(model, out_dir / "snapshots" / f"step-{done:06d}",
+                            {"steps": done, "samples_seen": result.samples_seen})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_s']:.1f}")
@@ -196,7 +200,8 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
         final_loss = result.history[-1]["loss"] if result.history else None
         save_checkpoint(model, out_dir, {"steps": steps, "samples_seen": result.samples_seen,
                                          "seconds": result.seconds, "final_loss": final_loss,
-                                         "resumed_from": result.resumed_from, "best": manager.best()})
+                                         "resumed_from": result.resumed_from, "best": manager.best(),
+                                         "history": result.history})
     dist.barrier()
     return result
 
