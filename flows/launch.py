@@ -160,3 +160,18 @@ def launch(cfg: VLJepaConfig, spec: TrainDataSpec, out_dir: str | Path, *, launc
     job = executor.submit(TrainJob(), *args)
     print(f"submitted {launcher} job {job.job_id}: logs in {job.paths.stdout.parent}", file=sys.stderr, flush=True)
     return Launched(launcher=launcher, job=job)
+
+
+def launch_array(jobs: list[tuple[VLJepaConfig, TrainDataSpec, str | Path]], *, folder: str | Path,
+                 progress: bool = False) -> list[Launched]:
+    """Submit several training jobs at once as one Slurm job array (an ablation sweep).
+
+    Resources come from the first config's ``slurm`` section (a sweep's variants share them).
+    """
+    if not jobs:
+        return []
+    executor = make_executor(jobs[0][0], "slurm", folder)
+    with executor.batch():
+        submitted = [executor.submit(TrainJob(), cfg.to_json(), spec, str(out), progress, None) for cfg, spec, out in jobs]
+    print(f"submitted a Slurm array of {len(submitted)} jobs ({submitted[0].job_id} ...)", file=sys.stderr, flush=True)
+    return [Launched(launcher="slurm", job=job) for job in submitted]
