@@ -32,7 +32,7 @@ class RunConfig:
     max_steps: int | None = None
     launcher: Literal["inline", "local", "slurm"] = "local"  # "local": a submitit subprocess
     engine: Literal["local", "ray"] = "local"  # preprocessing engine (ray: Ray Data; RAY_ADDRESS for a cluster)
-    phase: str | None = None  # stage-1 phase ("image": 1 frame per sample; "video"); None: the preset as is
+    phase: Literal["image", "video"] | None = None  # one stage-1 phase alone; None: image then video, chained
     state_dir: str | None = None  # default: $VLJEPA_STATE_DIR or <repo>/.vljepa
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or SQLite under state_dir
     experiment: str = "vljepa-pretrain"
@@ -40,14 +40,21 @@ class RunConfig:
     progress: bool = True
 
     def model_config(self) -> VLJepaConfig:
-        if self.config_path:
-            cfg = VLJepaConfig.from_json(Path(self.config_path).read_text())
-        else:
-            cfg = get_preset(self.preset)
-        if self.phase is not None:
-            from vljepa.config import stage_config
+        """The preset (or config file) with this run's phase recipe and overrides applied."""
+        return self.phase_config(self.phase) if self.phase is not None else self._overrides(self._base())
 
-            cfg = stage_config(cfg, "pretrain", self.phase)
+    def phase_config(self, phase: str, init_from: str | None = None) -> VLJepaConfig:
+        """One stage-1 phase's config (``vljepa.config.RECIPES``), with this run's overrides."""
+        from vljepa.config import stage_config
+
+        return self._overrides(stage_config(self._base(), "pretrain", phase, init_from=init_from))  # type: ignore[arg-type]
+
+    def _base(self) -> VLJepaConfig:
+        if self.config_path:
+            return VLJepaConfig.from_json(Path(self.config_path).read_text())
+        return get_preset(self.preset)
+
+    def _overrides(self, cfg: VLJepaConfig) -> VLJepaConfig:
         changes: dict[str, object] = {}
         if self.n_videos is not None:
             changes["data.n_videos"] = self.n_videos
@@ -136,6 +143,32 @@ def cache_split_tokens(cfg: VLJepaConfig, db_path: Path, state_dir: Path, split:
                       n_samples=int(out["n_samples"]), n_failed=int(out["n_failed"]))
 
 
+@dataclass
+class PreparedData:
+    """What every training flow starts from: the manifest, the corpus and the cached splits."""
+
+    db_path: Path
+    corpus_dir: Path
+    caches: dict[str, SplitCache]
+
+    def spec(self) -> "TrainDataSpec":
+        return TrainDataSpec(db_path=str(self.db_path), train_cache=self.caches["train"].path)
+
+
+def prepare_data(run: RunConfig, cfg: VLJepaConfig | None = None, splits: tuple[str, ...] = ("train", "test")) -> PreparedData:
+    """corpus → manifest → frozen tokens of ``splits``: the first stages of ``pretrain/full`` in one
+    call (each content-addressed: a re-run reuses them), for the ``compare`` and ``ablate`` flows."""
+    cfg = cfg or run.model_config()
+    state = run.state_path()
+    state.mkdir(parents=True, exist_ok=True)
+    db_path = state / "manifest.duckdb"
+    corpus_dir = prepare_corpus(cfg, state, progress=run.progress)
+    import_manifest(db_path, corpus_dir)
+    caches = {split: cache_split_tokens(cfg, db_path, state, split, progress=run.progress, engine=run.engine)
+              for split in splits}
+    return PreparedData(db_path=db_path, corpus_dir=corpus_dir, caches=caches)
+
+
 def load_split(db_path: Path, cache_path: str, split: str):
     """Join a split's cached tokens with its captions and labels from the manifest."""
     from preprocessing.cache import read_token_cache
@@ -173,6 +206,7 @@ class TrainSummary:
     resumed_from: int | None = None
     validation: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
+    reused: bool = False  # found already trained (content-addressed), not trained by this call
 
 
 @dataclass(frozen=True, kw_only=True)

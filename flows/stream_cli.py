@@ -19,9 +19,10 @@ from flows.stages import REPO_ROOT
 
 
 def latest_checkpoint(state_dir: Path) -> Path:
-    found = sorted(glob.glob(str(state_dir / "checkpoints" / "*" / "model.safetensors")), key=os.path.getmtime)
+    """The newest stage-1 model the main job trained (``<state>/models/pretrain-video-*``)."""
+    found = sorted(glob.glob(str(state_dir / "models" / "pretrain-video-*" / "model.safetensors")), key=os.path.getmtime)
     if not found:
-        raise SystemExit(f"no checkpoint under {state_dir}/checkpoints: run the main job first, or pass --checkpoint")
+        raise SystemExit(f"no model under {state_dir}/models: run the main job first, or pass --checkpoint")
     return Path(found[-1]).parent
 
 

@@ -1,6 +1,7 @@
 """A short end-to-end run of the pretraining slice on the tiny preset, and its idempotence."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +48,42 @@ def test_slice_produces_metrics_checkpoint_and_registered_model(first_run):
     assert len(out) == 2 and abs(float((out["embedding"][0] ** 2).sum()) - 1.0) < 1e-4
 
 
-def test_rerun_reuses_corpus_and_token_caches(first_run):
+def test_rerun_reuses_every_stage_and_registers_nothing_new(first_run):
     run, result = first_run
+    assert result["phases"] == ["image", "video"] and not result["reused_stages"]
     again = run_pipeline(run)
     assert sorted(again["reused_caches"]) == ["test", "train"]
-    assert again["mlflow"]["model_version"] != result["mlflow"]["model_version"]
+    for name in ("train-image", "train-video", "evaluate", "track", "evaluate-and-register"):
+        assert name in again["reused_stages"], name
+    assert again["checkpoint_dir"] == result["checkpoint_dir"]
+    assert again["mlflow"]["run_id"] == result["mlflow"]["run_id"]
+    assert again["mlflow"]["model_version"] == result["mlflow"]["model_version"]
+    assert again["metrics"] == result["metrics"]
+
+
+def test_video_phase_starts_from_the_image_phase_model(first_run):
+    run, result = first_run
+    video_cfg = json.loads((Path(result["checkpoint_dir"]) / "config.json").read_text())
+    image_dir = Path(video_cfg["train"]["init_from"])
+    assert image_dir.name.startswith("pretrain-image-tiny-")
+    image_cfg = json.loads((image_dir / "config.json").read_text())
+    assert image_cfg["x_encoder"]["num_frames"] == 1 and video_cfg["x_encoder"]["num_frames"] == 2
+
+
+def test_a_failed_stage_is_rerun_alone(first_run, monkeypatch):
+    """After a failure in evaluation, a re-run trains nothing: only the failed stage and later run."""
+    from flows import pipeline
+
+    run, result = first_run
+    stamp = Path(result["checkpoint_dir"]) / "test_metrics.json"
+    stamp.unlink()
+    monkeypatch.setattr(pipeline, "evaluate_checkpoint", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError, match="disk"):
+        run_pipeline(run)
+    monkeypatch.undo()
+    again = run_pipeline(run)
+    assert "evaluate" not in again["reused_stages"] and "train-video" in again["reused_stages"]
+    assert again["metrics"] == result["metrics"]
 
 
 def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
@@ -63,10 +95,9 @@ def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
     local = RunConfig(**{**run.__dict__, "launcher": "local"})
     cfg = local.model_config()
     state = local.state_path()
-    caches = sorted(p.parent for p in (state / "cache" / "shards").rglob("index.json"))
-    from preprocessing.cache import read_token_cache
+    from flows.stages import prepare_data
 
-    train_cache = max(caches, key=lambda p: len(read_token_cache(p).sample_ids))
+    train_cache = prepare_data(local, cfg).caches["train"].path  # reused: content-addressed
     summary = launch_training(cfg, local, state / "manifest.duckdb", str(train_cache), tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["preset"] == "tiny"
