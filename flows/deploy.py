@@ -17,7 +17,8 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     deployed = []
     flow = pretrain.from_source(source=str(REPO_ROOT), entrypoint="flows/pretrain.py:pretrain")
     flow.deploy(name="full", work_pool_name=work_pool, parameters={"preset": "small"},
-                description="Stage-1 pretraining on the embedded default, end to end.", print_next_steps=False)
+                description="Stage-1 pretraining on the embedded default, end to end: data, image phase, "
+                            "image + video phase, evaluation, registration.", print_next_steps=False)
     deployed.append("pretrain/full")
     # Stage 1's image-only phase (paper: 1 frame per sample, large batch, constant lr).
     flow.deploy(name="image-only", work_pool_name=work_pool, parameters={"preset": "small", "phase": "image"},
@@ -35,6 +36,12 @@ def deploy(work_pool: str = "local-pool") -> list[str]:
     from flows.selective_decoding import deploy_selective_decoding
 
     deployed.append(deploy_selective_decoding(work_pool))
+    from flows.compare_flow import deploy_compare
+
+    deployed.append(deploy_compare(work_pool))
+    from flows.ablate_flow import deploy_ablate
+
+    deployed += deploy_ablate(work_pool)
     return deployed
 
 
