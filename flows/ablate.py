@@ -26,7 +26,7 @@ from vljepa.ablations import METRICS, Sweep, Variant, agreement, deltas, summary
 from vljepa.config import VLJepaConfig
 
 EXPERIMENT_PREFIX = "vljepa-ablate-"
-SWEEP_NAMES = ("loss", "y-lr", "depth", "attention", "init", "y-encoder")
+SWEEP_NAMES = ("loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder")
 StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
 
 
@@ -114,7 +114,7 @@ def run_sweep(sweep_name: str, run: RunConfig, *, variants: list[str] | None = N
     root.mkdir(parents=True, exist_ok=True)
     planned = []
     for variant in sweep.variants:
-        cfg = variant_config(base, variant)
+        cfg = variant_config(base, variant, sweep)
         key = variant_key(cfg, data)
         # Models are addressed by content alone, so the default (in every sweep) trains once.
         planned.append((variant, cfg, run.state_path() / "ablations" / "models" / key, key))

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.ablate import EXPERIMENT_PREFIX, SWEEP_NAMES, run_sweep
 from flows.stages import REPO_ROOT, RunConfig
 
-SweepName = Literal["loss", "y-lr", "depth", "attention", "init", "y-encoder"]
+SweepName = Literal["loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder"]
 
 
 def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
@@ -31,7 +31,7 @@ def ablate(sweep: SweepName = "loss", preset: Literal["small", "tiny", "paper"] 
     Slurm job array), evaluate on the test split, one MLflow run per variant + a summary run.
 
     Args:
-        sweep: loss | y-lr | depth | attention | init | y-encoder (see ``vljepa/ablations.py``).
+        sweep: loss | loss-trainable | y-lr | depth | attention | init | y-encoder (see ``vljepa/ablations.py``).
         variants: a subset of the sweep's variants (the default variant always runs).
         y_encoder_paths: name -> local HF text-encoder dir, added to the ``y-encoder`` sweep.
     """

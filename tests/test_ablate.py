@@ -14,20 +14,24 @@ def test_every_variant_is_a_valid_config_with_one_default(preset):
     base = get_preset(preset)
     for sweep in sweeps(base).values():
         assert sum(v.default for v in sweep.variants) == 1
-        assert variant_config(base, sweep.default) == base
+        setting = variant_config(base, sweep.default, sweep)
+        assert (setting == base) == (not sweep.setting)
         for v in sweep.variants:
-            cfg = variant_config(base, v)
+            cfg = variant_config(base, v, sweep)
             selected_layers(cfg.predictor)  # raises if the layers do not exist
-            assert (cfg == base) == v.default, v.name
+            assert (cfg == setting) == v.default, v.name
 
 
 def test_sweeps_cover_the_papers_axes_on_the_embedded_default():
     s = sweeps(get_preset("small"))
-    assert set(s) == {"loss", "y-lr", "depth", "attention", "init", "y-encoder"}
+    assert set(s) == {"loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder"}
+    # Paper Table 4(c): losses compared on a frozen text encoder without a projection head.
+    frozen = variant_config(get_preset("small"), s["loss"].variants[3], s["loss"])
+    assert frozen.train.loss == "l2" and frozen.y_encoder.lr_multiplier == 0.0 and not frozen.y_encoder.projection
     assert [v.name for v in s["loss"].variants] == ["infonce", "cosine", "l1", "l2"]
     assert {v.name for v in s["y-lr"].variants} == {"0.0", "0.01", "0.05", "0.1", "1.0"}
     assert s["y-lr"].default.name == "0.05"
-    depth = {v.name: variant_config(get_preset("small"), v).predictor for v in s["depth"].variants}
+    depth = {v.name: variant_config(get_preset("small"), v, s["depth"]).predictor for v in s["depth"].variants}
     assert selected_layers(depth["last-4"]) == [26, 27, 28, 29]
     assert selected_layers(depth["last-8"]) == list(range(22, 30))
     assert selected_layers(depth["first-4"]) == [0, 1, 2, 3]
@@ -37,7 +41,7 @@ def test_sweeps_cover_the_papers_axes_on_the_embedded_default():
     assert paper_delta(paper_depth, next(v for v in paper_depth.variants if v.name == "last-16")) == ("all", (0.1, 0.8, 3.0))
     # Extra y-encoders are variants of the y-encoder sweep.
     extra = sweeps(get_preset("small"), y_encoder_paths={"gemma": "/models/embeddinggemma"})["y-encoder"]
-    assert variant_config(get_preset("small"), extra.variants[1]).y_encoder.path == "/models/embeddinggemma"
+    assert variant_config(get_preset("small"), extra.variants[1], extra).y_encoder.path == "/models/embeddinggemma"
 
 
 def test_select_keeps_the_default_and_rejects_unknown_names():
@@ -133,3 +137,18 @@ def test_slurm_array_path_submits_one_batch(tmp_path, monkeypatch):
     assert batches == [1] and len(launched) == 2
     assert all((tmp_path / v).joinpath("model.safetensors").is_file() for v in ("bidirectional", "causal"))
     assert all(s.steps > 0 for s in summaries)
+
+
+def test_y_encoder_without_projection_head():
+    from torch import nn
+
+    from vljepa.config import replace
+    from vljepa.model import build_model
+
+    cfg = replace(get_preset("tiny"), **{"y_encoder.projection": False, "y_encoder.lr_multiplier": 0.0})
+    model = build_model(cfg)
+    assert isinstance(model.y_encoder.proj, nn.Identity)
+    assert model.encode_text(["a red circle"]).shape == (1, cfg.shared_dim)
+    assert not any(p.requires_grad for p in model.y_encoder.parameters())  # frozen, and nothing on top
+    with pytest.raises(ValueError, match="shared_dim"):
+        build_model(replace(cfg, shared_dim=cfg.shared_dim * 2))

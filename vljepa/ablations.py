@@ -6,7 +6,8 @@ default row. ``PAPER`` holds those deltas so our runs can be printed next to the
 paper saw. A sweep is a list of ``Variant``s (a name and dotted config changes, as
 ``vljepa.config.replace`` takes them); exactly one is the default, the preset unchanged.
 
-Sweeps: ``loss``, ``y-lr`` (y-encoder learning-rate multiplier), ``depth`` (how many of the LM's
+Sweeps: ``loss`` (in the paper's setting: frozen y-encoder, no projection head), ``loss-trainable``
+(the same losses with the default trainable y-encoder), ``y-lr`` (y-encoder learning-rate multiplier), ``depth`` (how many of the LM's
 last layers, and where in the LM), ``attention`` (bidirectional vs causal), ``init`` (pretrained
 LM layers vs random) and ``y-encoder`` (the packaged one plus any local HF text encoder given).
 """
@@ -36,6 +37,7 @@ class Sweep:
     axis: str  # the config field (or idea) that varies: an MLflow tag
     variants: tuple[Variant, ...]
     note: str = ""
+    setting: dict[str, Any] = field(default_factory=dict)  # changes every variant shares (the paper's setting)
 
     def __post_init__(self) -> None:
         if sum(v.default for v in self.variants) != 1:
@@ -55,7 +57,7 @@ class Sweep:
         unknown = sorted(set(names) - {v.name for v in self.variants})
         if unknown:
             raise KeyError(f"sweep {self.name!r} has no variant(s) {unknown}; it has {[v.name for v in self.variants]}")
-        return Sweep(name=self.name, axis=self.axis, note=self.note,
+        return Sweep(name=self.name, axis=self.axis, note=self.note, setting=self.setting,
                      variants=tuple(v for v in self.variants if v.default or v.name in names))
 
 
@@ -104,10 +106,18 @@ def sweeps(cfg: VLJepaConfig, *, y_encoder_paths: dict[str, str] | None = None) 
     y_encoders = [Variant(name=cfg.y_encoder.name, default=True)]
     for name, path in sorted((y_encoder_paths or {}).items()):
         y_encoders.append(Variant(name=name, changes={"y_encoder.name": "hf", "y_encoder.path": path}))
+    losses = tuple(Variant(name=loss, changes={} if loss == cfg.train.loss else {"train.loss": loss},
+                           default=loss == cfg.train.loss) for loss in ("infonce", "cosine", "l1", "l2"))
     out = [
-        Sweep(name="loss", axis="train.loss", variants=tuple(
-            Variant(name=loss, changes={} if loss == cfg.train.loss else {"train.loss": loss}, default=loss == cfg.train.loss)
-            for loss in ("infonce", "cosine", "l1", "l2"))),
+        # Paper Table 4(c): "with no projection head on top of a frozen text encoder".
+        Sweep(name="loss", axis="train.loss", variants=losses,
+              setting={"y_encoder.lr_multiplier": 0.0, "y_encoder.projection": False,
+                       "shared_dim": cfg.y_encoder.hidden_size},
+              note="the paper's setting for this table: frozen y-encoder, no projection head"),
+        # The same losses with the default trainable y-encoder + projection: the regression losses
+        # have a collapsed solution there (both sides constant), which InfoNCE's negatives rule out.
+        Sweep(name="loss-trainable", axis="train.loss", variants=losses,
+              note="trainable y-encoder (lr ×0.05) and projection head, as the default model"),
         Sweep(name="y-lr", axis="y_encoder.lr_multiplier", variants=tuple(
             Variant(name=str(m), changes={} if m == y_lr_default else {"y_encoder.lr_multiplier": m},
                     default=m == y_lr_default) for m in y_lrs),
@@ -128,8 +138,10 @@ def sweeps(cfg: VLJepaConfig, *, y_encoder_paths: dict[str, str] | None = None) 
     return {s.name: s for s in out}
 
 
-def variant_config(cfg: VLJepaConfig, variant: Variant) -> VLJepaConfig:
-    return replace(cfg, **variant.changes) if variant.changes else cfg
+def variant_config(cfg: VLJepaConfig, variant: Variant, sweep: Sweep | None = None) -> VLJepaConfig:
+    """The preset with the sweep's shared setting and the variant's own changes applied."""
+    changes = {**(sweep.setting if sweep else {}), **variant.changes}
+    return replace(cfg, **changes) if changes else cfg
 
 
 def deltas(results: dict[str, dict[str, float]], default: str) -> dict[str, dict[str, float]]:

@@ -81,6 +81,7 @@ class YEncoderConfig:
     name: str  # "minilm-l6" (packaged all-MiniLM-L6-v2) | "hf" (local dir) | "embeddinggemma" | "tiny"
     path: str | None = None
     lr_multiplier: float = 0.05  # 0.0 freezes the y-encoder (the submission's frozen SONAR option)
+    projection: bool = True  # False: no projection head (needs width == shared_dim; paper Table 4c)
     max_length: int = 512
     # Architecture for random / meta-device builds.
     hidden_size: int = 384

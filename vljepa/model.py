@@ -52,7 +52,7 @@ class VLJepa(nn.Module):
         """Target texts -> target embeddings ``(B, S)`` through the y-encoder."""
         assert self.target_tokenizer is not None, "model built without tokenizers"
         ids, mask = self.target_tokenizer(texts, self.cfg.y_encoder.max_length)
-        device = self.y_encoder.proj.weight.device
+        device = next(self.y_encoder.parameters()).device
         return self.y_encoder(ids.to(device), mask.to(device))
 
 

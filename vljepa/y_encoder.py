@@ -81,7 +81,12 @@ class YEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone, width = build_backbone(cfg, meta=meta)
-        if meta:
+        if not cfg.projection:
+            if width != shared_dim:
+                raise ValueError(f"y_encoder.projection=False needs shared_dim == the encoder's width ({width}), "
+                                 f"got {shared_dim}")
+            self.proj = nn.Identity()
+        elif meta:
             with torch.device("meta"):
                 self.proj = nn.Linear(width, shared_dim)
         else:
