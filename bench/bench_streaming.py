@@ -6,6 +6,10 @@
    corpus's multi-event test streams (needs a main-job state dir: `bash infra/run-main.sh`).
 
     .venv/bin/python -m bench.bench_streaming [--state-dir .vljepa] [--max-clips 20] [--skip-sweep]
+    .venv/bin/python -m bench.bench_streaming --untrained small   # ratio 1 only, no main job needed
+
+``--untrained PRESET`` times a freshly built model of that preset (pretrained backbones, new
+projections): the compute per window does not depend on what the model learnt.
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ def per_window_ratio(model, encoder, *, windows: int = 40, window_frames: int = 
     return (time.perf_counter() - start) / count / stride_s
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """The per-window ratio and (unless ``--skip-sweep``) the savings factors, as a dict."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", default=".vljepa")
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--windows", type=int, default=40, help="windows timed for the per-window ratio")
+    parser.add_argument("--untrained", metavar="PRESET", default=None,
+                        help="time an untrained model of this preset instead of the main job's (implies --skip-sweep)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     from flows.selective import SelectiveConfig, run_selective
@@ -51,22 +59,31 @@ def main(argv: list[str] | None = None) -> int:
     from vljepa.train import load_checkpoint
 
     state = Path(args.state_dir)
-    model = load_checkpoint(latest_checkpoint(state))
+    if args.untrained:
+        from vljepa.config import get_preset
+        from vljepa.model import build_model
+
+        model, source = build_model(get_preset(args.untrained)).eval(), f"untrained {args.untrained} preset"
+    else:
+        checkpoint = latest_checkpoint(state)
+        model, source = load_checkpoint(checkpoint), str(checkpoint)
     encoder = build_x_encoder(model.cfg.x_encoder)
-    ratio = per_window_ratio(model, encoder)
+    ratio = per_window_ratio(model, encoder, windows=args.windows)
+    out: dict = {"model": source, "windows": args.windows, "per_window_over_stride": ratio}
     print(f"online compute per window / stride (0.5 s): {ratio:.3f}   (goal ≤ 0.1)")
-    if not args.skip_sweep:
+    if not (args.skip_sweep or args.untrained):
         import tempfile
 
         db = state / "manifest.duckdb"
         with tempfile.TemporaryDirectory() as tmp:
             result = run_selective(model, encoder, db, caption_bank(db), SelectiveConfig(max_clips=args.max_clips),
                                    Path(tmp))
+        out["savings_vs_uniform_1hz"] = dict(result["savings_vs_uniform_1hz"])
         for method, factor in result["savings_vs_uniform_1hz"].items():
             shown = "not reached" if factor is None else f"{factor:.2f}×"
             print(f"savings at ≤ 1 % CIDEr loss vs uniform 1 Hz, {method}: {shown}   (goal ≥ 3.0×; paper 2.85×)")
-    return 0
+    return out
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -11,6 +11,7 @@ gives 16 frames. Ratio = raw seconds / ours (1.0 = no overhead; goal >= 0.85). B
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -41,13 +42,14 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Time every (real clip, mode); returns the per-row seconds and ratios and their geometric mean."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"{'clip':<18}{'mode':<14}{'frames':>7}{'raw s':>8}{'ours s':>8}{'ratio':>7}")
-    ratios = []
+    rows = []
     for path in real_clips():
         info = probe_video(path)
         for mode, fps in (("fps=2", 2.0), ("fps=8", 8.0), ("uniform16", 16 / info.duration)):
@@ -60,9 +62,11 @@ def main() -> None:
                 ours = best(lambda: sample_fps(path, fps=fps, size=args.size), args.repeats)
                 n = len(sample_fps(path, fps=fps, size=args.size).frames)
             raw = best(lambda: raw_ffmpeg(path, fps, args.size), args.repeats)
-            ratios.append(raw / ours)
+            rows.append({"clip": path.name, "mode": mode, "frames": n, "raw_s": raw, "ours_s": ours, "ratio": raw / ours})
             print(f"{path.name:<18}{mode:<14}{n:>7}{raw:>8.3f}{ours:>8.3f}{raw / ours:>7.2f}")
-    print(f"geometric mean ratio (raw/ours): {__import__('math').prod(ratios) ** (1 / len(ratios)):.2f}  (goal >= 0.85)")
+    geomean = math.prod(r["ratio"] for r in rows) ** (1 / len(rows))
+    print(f"geometric mean ratio (raw/ours): {geomean:.2f}  (goal >= 0.85)")
+    return {"rows": rows, "geomean_ratio": geomean, "size": args.size, "repeats": args.repeats}
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ from preprocessing.ray_pipeline import RayConfig, ensure_ray, run_ray  # noqa: E
 from preprocessing.sampling import SamplingConfig  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Seconds with 1 and 2 decode workers; returns them and the speed-up."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-videos", type=int, default=16)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import ray
 
     from vljepa.config import get_preset
@@ -52,6 +53,8 @@ def main() -> None:
                   f"{result.n_frames / seconds[workers]:.1f} frames/s")
         ray.shutdown()
     print(f"speed-up 2 vs 1 workers: {seconds[1] / seconds[2]:.2f}x")
+    return {"n_videos": args.n_videos, "seconds_1_worker": seconds[1], "seconds_2_workers": seconds[2],
+            "speedup_2_vs_1": seconds[1] / seconds[2]}
 
 
 if __name__ == "__main__":
