@@ -32,15 +32,24 @@ def train_and_wait(job: TrainJobConfig, prepared) -> dict:
 
 
 @flow(name="sft", log_prints=True)
-def sft(preset: str = "small", init_from: str | None = None, config_path: str | None = None,
+def sft(preset: str = "small", init_from: str | None = "base", config_path: str | None = None,
         launcher: str = "local", max_steps: int | None = None, mix: str | None = None, n_draws: int | None = None,
         state_dir: str | None = None, sweep: str | None = None) -> dict:
     """Stage 2 (SFT, paper Sec. 3.2): query-conditioned finetuning from a stage-1 checkpoint.
 
-    init_from: the stage-1 model directory (``model.safetensors`` + ``config.json``); None starts
-        from the pretrained LM / text-encoder parts only.
+    init_from: the stage-1 model directory (``model.safetensors`` + ``config.json``); "base" (the
+        default) is the newest VL-JEPA_BASE that ``pretrain/full`` trained in the state dir; None
+        starts from the pretrained LM / text-encoder parts only.
     mix: a named DuckDB data mix; None uses every VQA pair, caption and class label of the split.
     """
+    if init_from == "base":
+        from pathlib import Path
+
+        from flows.stages import RunConfig
+        from flows.stream_cli import latest_checkpoint
+
+        init_from = str(latest_checkpoint(RunConfig(state_dir=state_dir).state_path()))
+        print(f"continuing from VL-JEPA_BASE {Path(init_from).name}")
     overrides = (("train.max_steps", str(max_steps)),) if max_steps is not None else ()
     job = TrainJobConfig(stage="sft", preset=preset, config_path=config_path, init_from=init_from,
                          launcher=launcher, overrides=overrides, mix=mix, n_draws=n_draws, state_dir=state_dir,
