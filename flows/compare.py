@@ -173,6 +173,7 @@ def plot(curves: dict[str, list[dict[str, float]]], cost: dict, path: Path, titl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=110, gridspec_kw={"width_ratios": [1, 1, 0.8]})
     style = {"vl-jepa": ("tab:blue", "o", "VL-JEPA (embedding prediction)"),
@@ -183,6 +184,9 @@ def plot(curves: dict[str, list[dict[str, float]]], cost: dict, path: Path, titl
             colour, marker, legend = style[name]
             ax.plot([r["samples_seen"] for r in rows], [r[key] for r in rows], marker=marker, color=colour, label=legend)
         ax.set_xscale("log")
+        seen = [int(r["samples_seen"]) for r in next(iter(curves.values()))]
+        ax.set_xticks(seen, [str(n) for n in seen])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("samples seen")
         ax.set_title(label)
         ax.grid(alpha=0.3)
