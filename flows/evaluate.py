@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parent / "sql"
 ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
 
 
@@ -45,12 +44,12 @@ class EvalConfig:
 
 def _annotations(db_path: Path, split: str, dataset: str) -> dict[str, dict]:
     """source_id -> {"caption", "label", "events", "qa"} for one split."""
-    from preprocessing.manifest import open_manifest
+    from preprocessing.manifest import load_sql, open_manifest
     from vljepa.tasks.common import Event
 
     con = open_manifest(db_path)
     try:
-        result = con.execute((SQL_DIR / "task_annotations.sql").read_text(), {"split": split, "dataset": dataset})
+        result = con.execute(load_sql("task_annotations"), {"split": split, "dataset": dataset})
         columns = [c[0] for c in result.description]
         rows = [dict(zip(columns, r)) for r in result.fetchall()]
     finally:

@@ -192,7 +192,6 @@ def load_split(db_path: Path, cache_path: str, split: str):
 # ---------------------------------------------------------------------------------------------
 # Stage 2: training (the function a submitit job runs; launching is in flows/launch.py)
 
-SFT_SQL = Path(__file__).with_name("sql") / "sft_annotations.sql"
 CLASSIFICATION_QUERY = "what object is this?"
 
 
@@ -227,7 +226,7 @@ def load_sft_split(db_path: Path, cache_path: str, split: str, *, mix: str | Non
     """SFT samples (query, target) over a split's cached tokens.
 
     Default: every VQA pair, caption (query-free) and class label of the split's cached clips
-    (``flows/sql/sft_annotations.sql``). With ``mix``: ``n_draws`` seeded draws of that named
+    (``sql/sft_annotations.sql``). With ``mix``: ``n_draws`` seeded draws of that named
     DuckDB mix (``preprocessing.mix.draw``), in draw order.
     """
     from preprocessing.cache import read_token_cache
@@ -238,7 +237,9 @@ def load_sft_split(db_path: Path, cache_path: str, split: str, *, mix: str | Non
     row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
     con = open_manifest(db_path)
     try:
-        result = con.execute(SFT_SQL.read_text(), {"split": split, "dataset": dataset,
+        from preprocessing.manifest import load_sql
+
+        result = con.execute(load_sql("sft_annotations"), {"split": split, "dataset": dataset,
                                                    "classification_query": CLASSIFICATION_QUERY})
         rows = {(r[0], r[1], r[2]): (r[3], r[4]) for r in result.fetchall()}
         if mix is not None:

@@ -300,6 +300,12 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     if (SQL_DIR / "split_texts.sql").exists():
         assert con.execute(manifest_module.load_sql("split_texts"), {"dataset": "synthetic", "split": "train"}).fetchall()
 
+    # The SFT and evaluation annotation queries (flows/stages.py, flows/evaluate.py).
+    params = {"dataset": "synthetic", "split": "train"}
+    assert con.execute(manifest_module.load_sql("task_annotations"), params).fetchall()
+    assert con.execute(manifest_module.load_sql("sft_annotations"),
+                       {**params, "classification_query": "what object is this?"}).fetchall()
+
     files = {p.stem for p in SQL_DIR.glob("*.sql")}
     assert used == files
     for name in files - {"schema"}:
