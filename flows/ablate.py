@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flows.stages import PreparedData, RunConfig, prepare_data
-from vljepa.ablations import METRICS, Sweep, Variant, agreement, deltas, summary_markdown, sweeps, variant_config
+from vljepa.ablations import (METRICS, Sweep, Variant, agreement, deltas, paper_delta, summary_markdown, sweeps,
+                              variant_config)
 from vljepa.config import VLJepaConfig
 
 EXPERIMENT_PREFIX = "vljepa-ablate-"
@@ -239,11 +240,61 @@ def log_sweep(sweep: Sweep, result: SweepResult, run: RunConfig, *, flow_run_id:
         result.compare_url = f"{uri.rstrip('/')}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]"
 
 
+def overview(state_dir: Path, path: Path, preset: str = "small") -> tuple[Path, str]:
+    """Every finished sweep's Δ against the paper's Δ for the matching row, one point per (variant,
+    metric): points in the upper-right and lower-left quadrants agree in direction. Also returns
+    the sweeps' tables as one markdown document."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    defined = sweeps(RunConfig(preset=preset, state_dir=str(state_dir)).model_config())
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    tables = []
+    markers = dict(zip(METRICS, ("o", "s", "^")))
+    for i, name in enumerate(SWEEP_NAMES):
+        summary_file = state_dir / "ablations" / name / "summary.json"
+        if name not in defined or not summary_file.is_file():
+            continue
+        summary = json.loads(summary_file.read_text())
+        sweep = defined[name]
+        tables.append(summary_markdown(sweep, summary["metrics"]))
+        colour, plotted = f"C{i}", False
+        for v in sweep.variants:
+            paper = paper_delta(sweep, v)
+            if v.default or paper is None or v.name not in summary["delta_points"]:
+                continue
+            for (key, col), theirs in zip(METRICS, paper[1]):
+                ours = summary["delta_points"][v.name][key]
+                ax.scatter(theirs, ours, color=colour, marker=markers[(key, col)], s=36)
+                plotted = True
+                ax.annotate(f"{name}:{v.name}", (theirs, ours), fontsize=6, alpha=0.7, xytext=(3, 2),
+                            textcoords="offset points")
+        if plotted:
+            ax.scatter([], [], color=colour, marker="o", label=name)
+    for (key, col), marker in markers.items():
+        ax.scatter([], [], color="grey", marker=marker, label=col)
+    ax.axhline(0, color="black", linewidth=0.7)
+    ax.axvline(0, color="black", linewidth=0.7)
+    ax.set_xlabel("paper: Δ points vs its default (Table 4)")
+    ax.set_ylabel("ours: Δ points vs the default (small preset)")
+    ax.set_title("Ablations: same direction = upper-right / lower-left")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path, "\n\n".join(tables)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.ablate", description=(
         "Run one of the paper's ablation sweeps in this process (no Prefect server needed): train every "
         "variant, evaluate it on the test split, log the runs and a summary to MLflow."))
-    parser.add_argument("sweep", choices=SWEEP_NAMES)
+    parser.add_argument("sweep", choices=(*SWEEP_NAMES, "overview"),
+                        help="a sweep to run, or `overview`: every finished sweep against the paper, one figure")
+    parser.add_argument("--out", default=None, help="overview: the figure's path (default: <state>/ablations/overview.png)")
     parser.add_argument("--preset", default="small", choices=["small", "tiny", "paper"])
     parser.add_argument("--variants", nargs="*", default=None, help="a subset of the sweep's variants (default: all)")
     parser.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"])
@@ -255,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--y-encoder", action="append", default=[], metavar="NAME=PATH",
                         help="a local HF text encoder to add to the y-encoder sweep (repeatable)")
     args = parser.parse_args(argv)
+    if args.sweep == "overview":
+        state = RunConfig(state_dir=args.state_dir).state_path()
+        figure, tables = overview(state, Path(args.out) if args.out else state / "ablations" / "overview.png",
+                                  preset=args.preset)
+        print(tables + f"\n\nfigure: {figure}")
+        return 0
     paths = dict(item.split("=", 1) for item in args.y_encoder)
     run = RunConfig(preset=args.preset, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
                     launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)

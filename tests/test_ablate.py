@@ -97,6 +97,11 @@ def test_tiny_sweep_end_to_end_logs_runs_and_reuses_models(tmp_path):
     assert "vqa/accuracy" in variant_runs["causal"].data.metrics
     assert any(r.data.tags.get("ablation.summary") == "true" for r in runs)
 
+    from flows.ablate import overview
+
+    figure, tables = overview(tmp_path / "state", tmp_path / "overview.png", preset="tiny")
+    assert figure.stat().st_size > 5000 and "### Ablation `attention`" in tables and "`loss`" not in tables
+
     second = run_sweep("attention", run)
     assert all(v.reused for v in second.variants)
     assert [v.mlflow_run_id for v in second.variants] == [v.mlflow_run_id for v in first.variants]
