@@ -164,15 +164,9 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
             raise FloatingPointError(
                 f"non-finite loss {step_loss.item()} at step {step}; stopped before the update. Last good "
                 f"checkpoint: {last_good or 'none written yet'} (left intact; resume from it after fixing the cause)")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]  # the predictor lr this step used
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        grad_norm, lr = apply_update(params, optimizer, scheduler, tcfg.grad_clip)
         result.samples_seen += len(global_index)
-        row = {"loss": step_loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-               "samples_per_s": len(global_index) / (time.perf_counter() - step_start),
-               "samples_seen": float(result.samples_seen)}
+        row = history_row(step_loss.item(), lr, grad_norm, len(global_index), step_start, result.samples_seen)
         result.history.append(row)
         if log_step is not None and dist.is_main:
             log_step(step, row)
@@ -204,6 +198,23 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
                                          "history": result.history})
     dist.barrier()
     return result
+
+
+def apply_update(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, scheduler, grad_clip: float) -> tuple[float, float]:
+    """Clip, step the optimiser and the schedule; returns (grad norm, the lr this step used)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    lr = optimizer.param_groups[0]["lr"]  # the predictor's (first group's) lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return float(grad_norm), lr
+
+
+def history_row(loss: float, lr: float, grad_norm: float, n_samples: int, step_start: float,
+                samples_seen: int) -> dict[str, float]:
+    """One step's row of the training history (and of the MLflow metrics)."""
+    return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "samples_per_s": n_samples / (time.perf_counter() - step_start), "samples_seen": float(samples_seen)}
 
 
 def _fixed_query(tcfg, n: int) -> list[str] | None:

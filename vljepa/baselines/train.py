@@ -22,7 +22,8 @@ from vljepa.config import VLJepaConfig
 from vljepa.data import BatchStream, TrainData
 from vljepa.model import param_groups
 from vljepa.schedule import lr_lambda, total_steps
-from vljepa.train import StepLogger, _fixed_query, _progress, autocast_for, micro_batch_sizes
+from vljepa.train import (StepLogger, _fixed_query, _progress, apply_update, autocast_for, history_row,
+                          micro_batch_sizes)
 
 
 @dataclass
@@ -94,15 +95,9 @@ def train_token_vlm(cfg: VLJepaConfig, vlm_cfg: TokenVLMConfig, data: TrainData,
             loss_sum += loss.detach()
         if not torch.isfinite(loss_sum):
             raise FloatingPointError(f"non-finite loss {loss_sum.item()} at step {step}; stopped before the update")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        grad_norm, lr = apply_update(params, optimizer, scheduler, tcfg.grad_clip)
         result.samples_seen += len(index)
-        row = {"loss": loss_sum.item(), "lr": lr, "grad_norm": float(grad_norm),
-               "samples_per_s": len(index) / (time.perf_counter() - step_start),
-               "samples_seen": float(result.samples_seen)}
+        row = history_row(loss_sum.item(), lr, grad_norm, len(index), step_start, result.samples_seen)
         result.history.append(row)
         if log_step is not None:
             log_step(step, row)
