@@ -29,6 +29,10 @@ export VLJEPA_RAY_NUM_CPUS="${VLJEPA_RAY_NUM_CPUS:-2}"
 # Address of the Ray head that `up.sh --ray` starts, for ray.init(address=...). RAY_ADDRESS
 # itself is not exported: it would make every ray.init() fail while no head is running.
 export VLJEPA_RAY_ADDRESS="${VLJEPA_RAY_ADDRESS:-127.0.0.1:$VLJEPA_RAY_PORT}"
+# Ray 2.60 token authentication, set explicitly so that `ray start --head` and its clients agree:
+# left unset, a client that finds ~/.ray/auth_token (written by any earlier local ray.init())
+# turns token auth on while the head does not, and every connection is refused.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 export VLJEPA_WORK_POOL="${VLJEPA_WORK_POOL:-local-pool}"
 export VLJEPA_WORKER_NAME="${VLJEPA_WORKER_NAME:-vljepa-local-worker}"
 # Seconds up.sh waits for a service to answer its health check, and down.sh for one to exit.

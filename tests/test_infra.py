@@ -220,8 +220,11 @@ def test_up_with_ray_starts_a_head_that_down_stops(tmp_path):
         assert set(pids) == SERVICES | {"ray"}
         code = ("import ray; ray.init(address=%r); "
                 "print(ray.get(ray.remote(lambda: 6 * 7).remote()), ray.cluster_resources()['CPU'])")
-        client = subprocess.run([sys.executable, "-c", code % f"127.0.0.1:{ray_port}"], env=env,
-                                capture_output=True, text=True, timeout=120)
+        # A client as a user runs it: in a shell that sourced infra/env.sh (Ray's auth mode with it).
+        sourced = subprocess.run(["bash", "-c", "source infra/env.sh && echo $RAY_AUTH_MODE"], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        client = subprocess.run([sys.executable, "-c", code % f"127.0.0.1:{ray_port}"],
+                                env={**env, "RAY_AUTH_MODE": sourced}, capture_output=True, text=True, timeout=120)
         assert client.stdout.split()[-2:] == ["42", "2.0"], _output(client)
 
         down = _run("down.sh", env, timeout=120)
