@@ -179,17 +179,23 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
         flush()
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - start
-    writer.close(_index_config(config, sampling, cache, failures, list(cached), n_frames, seconds))
-    return PreprocessResult(cache_key=key, cache_dir=store.dir_for(key), reused=False, n_in=len(clips),
-                            n_cached_sources=len(cached), n_samples=writer.n_samples, n_frames=n_frames,
-                            failures=failures, cached_source_ids=list(cached), seconds=seconds)
+    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start)
 
 
 def _progress(total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="preprocess", unit="video")
+
+
+def _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames,
+            start: float) -> PreprocessResult:
+    """Close the cache (its index is written last, marking it whole) and summarise the run."""
+    seconds = time.perf_counter() - start
+    writer.close(_index_config(config, sampling, cache, failures, list(cached), n_frames, seconds))
+    return PreprocessResult(cache_key=key, cache_dir=store.dir_for(key), reused=False, n_in=len(clips),
+                            n_cached_sources=len(cached), n_samples=writer.n_samples, n_frames=n_frames,
+                            failures=failures, cached_source_ids=list(cached), seconds=seconds)
 
 
 def _index_config(config, sampling, cache, failures, cached_ids, n_frames, seconds) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from preprocessing.pipeline import (
     CacheConfig,
     Failure,
     PreprocessResult,
-    _index_config,
+    _finish,
     decode_item,
     encode_samples,
     result_from_index,
@@ -191,8 +191,4 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
             bar.set_postfix(videos_s=f"{len(seen_sources) / elapsed:.2f}", frames_s=f"{n_frames / elapsed:.1f}")
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - start
-    writer.close(_index_config(config, sampling, cache, failures, list(cached), n_frames, seconds))
-    return PreprocessResult(cache_key=key, cache_dir=store.dir_for(key), reused=False, n_in=len(clips),
-                            n_cached_sources=len(cached), n_samples=writer.n_samples, n_frames=n_frames,
-                            failures=failures, cached_source_ids=list(cached), seconds=seconds)
+    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start)
