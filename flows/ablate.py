@@ -13,28 +13,20 @@ config, same cached data) are reused, not retrained, and not logged twice.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from flows.stages import PreparedData, RunConfig, prepare_data
+from flows.stages import PreparedData, RunConfig, StageWrapper, content_key, direct, prepare_data
 from vljepa.ablations import (METRICS, Sweep, Variant, agreement, deltas, paper_delta, summary_markdown, sweeps,
                               variant_config)
 from vljepa.config import VLJepaConfig
 
 EXPERIMENT_PREFIX = "vljepa-ablate-"
 SWEEP_NAMES = ("loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder")
-StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
-
-
-def direct(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    return fn
-
-
 @dataclass
 class VariantResult:
     variant: str
@@ -63,8 +55,7 @@ class SweepResult:
 
 def variant_key(cfg: VLJepaConfig, data: PreparedData) -> str:
     """Content address of a variant's trained model: its whole config and the training data."""
-    text = cfg.to_json() + data.caches["train"].cache_key
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return content_key(cfg.to_json() + data.caches["train"].cache_key)
 
 
 def evaluate_variant(checkpoint_dir: str, data: PreparedData) -> dict[str, float]:

@@ -6,19 +6,15 @@ the flow run gets a markdown artifact with the summary table and the MLflow comp
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Literal
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.ablate import EXPERIMENT_PREFIX, SWEEP_NAMES, run_sweep
 from flows.stages import REPO_ROOT, RunConfig
+from flows.tasks import as_task
 
 SweepName = Literal["loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder"]
-
-
-def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    return task(fn, name=name, retries=2 if io else 0, retry_delay_seconds=5, cache_policy=NO_CACHE)
 
 
 @flow(name="ablate", log_prints=True)

@@ -20,23 +20,17 @@ time, both from the cached tokens (the frozen x-encoder is the same for both and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from flows.stages import PreparedData, RunConfig, load_split, prepare_data
+from flows.stages import PreparedData, RunConfig, StageWrapper, content_key, direct, load_split, prepare_data
 
-StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
 EXPERIMENT = "vljepa-compare"
-
-
-def direct(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    return fn
 
 
 @dataclass
@@ -54,10 +48,6 @@ def snapshot_steps(total: int, points: int) -> list[int]:
     """``points`` log-spaced optimiser steps ending at ``total`` (distinct, ≥ 1)."""
     first = max(1, total // 2 ** (points - 1))
     return sorted({int(round(x)) for x in np.geomspace(first, total, points)})
-
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def train_vljepa(cfg, run: RunConfig, data: PreparedData, out: Path) -> dict:
@@ -277,7 +267,7 @@ def run_compare(run: RunConfig, *, points: int = 5, vlm_vocab: str = "cut", eval
     steps = snapshot_steps(total_steps(base, data.caches["train"].n_samples), points)
     cfg = replace(base, **{"train.snapshot_steps": tuple(steps)})
     vlm_cfg = TokenVLMConfig(vocab=vlm_vocab)  # type: ignore[arg-type]
-    key = _key(cfg.to_json(), vlm_cfg.to_json(), data.caches["train"].cache_key)
+    key = content_key(cfg.to_json(), vlm_cfg.to_json(), data.caches["train"].cache_key)
     root = run.state_path() / "compare" / key
     root.mkdir(parents=True, exist_ok=True)
     vljepa_dir, vlm_dir = root / "vl-jepa", root / "token-vlm"

@@ -6,17 +6,13 @@ and the flow run gets a markdown artifact with the table and the figure's path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Literal
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.compare import run_compare
 from flows.stages import REPO_ROOT, RunConfig
-
-
-def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    return task(fn, name=name, retries=2 if io else 0, retry_delay_seconds=5, cache_policy=NO_CACHE)
+from flows.tasks import as_task
 
 
 @flow(name="compare", log_prints=True)

@@ -7,7 +7,6 @@ default calls it directly, the Prefect flow wraps it in a task (with retries for
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -15,30 +14,22 @@ from typing import Any, Callable
 
 from flows.stages import (
     RunConfig,
+    StageWrapper,
     SplitCache,
     TrainSummary,
     cache_split_tokens,
+    content_key,
+    direct,
     evaluate_checkpoint,
     import_manifest,
     launch_training,
     prepare_corpus,
 )
 
-StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
-
-
-def direct(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    return fn
-
-
-def _key(*parts: str) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
-
-
 def train_phase(cfg, run: RunConfig, db_path: Path, cache: SplitCache, name: str) -> TrainSummary:
     """Train one phase into a content-addressed directory (config + training data): a re-run with
     nothing changed finds the model there and returns its summary instead of training again."""
-    out = run.state_path() / "models" / f"{name}-{_key(cfg.to_json(), cache.cache_key)}"
+    out = run.state_path() / "models" / f"{name}-{content_key(cfg.to_json(), cache.cache_key)}"
     done = out / "train_summary.json"
     if (out / "model.safetensors").is_file() and done.is_file():
         saved = json.loads(done.read_text())
@@ -99,7 +90,7 @@ def evaluate_suite(run: RunConfig, checkpoint_dir: str, db_path, test: SplitCach
     from flows.evaluate import run_evaluation
 
     stamp = Path(f"{checkpoint_dir}-eval") / "pipeline_stamp.json"
-    key = _key(checkpoint_dir, test.cache_key, run_id, run.resolved_tracking_uri())
+    key = content_key(checkpoint_dir, test.cache_key, run_id, run.resolved_tracking_uri())
     if stamp.is_file():
         saved = json.loads(stamp.read_text())
         if saved.get("key") == key:

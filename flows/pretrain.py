@@ -9,21 +9,15 @@ markdown artifact linking its MLflow run; the MLflow run carries the flow run id
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Literal
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.pipeline import format_report, run_pipeline
 from flows.stages import RunConfig
+from flows.tasks import as_task
 
 Preset = Literal["small", "tiny", "paper"]
-
-
-def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    # Stages are content-addressed themselves, so Prefect's input-hash caching is off; I/O
-    # stages (ffmpeg, files, MLflow) get retries.
-    return task(fn, name=name, retries=2 if io else 0, retry_delay_seconds=5, cache_policy=NO_CACHE)
 
 
 def result_markdown(result: dict) -> str:

@@ -7,17 +7,31 @@ nothing changed does no work twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from vljepa.config import VLJepaConfig, get_preset, replace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# ``stage(name, fn, io)`` wraps one step of a flow: ``direct`` calls it as is; the Prefect flows
+# pass ``flows.tasks.as_task``, which makes it a task (with retries when ``io``).
+StageWrapper = Callable[[str, Callable[..., Any], bool], Callable[..., Any]]
+
+
+def direct(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
+    return fn
+
+
+def content_key(*parts: str) -> str:
+    """A short content address: the first 12 hex digits of the SHA-256 of the parts, one per line."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 SPLITS = ("train", "val", "test")
 
 

@@ -22,17 +22,23 @@ def services(tmp_path_factory):
         yield env
 
 
+def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.CompletedProcess:
+    """`prefect deployment run NAME --param k=v ... --watch`; asserts the flow run completed."""
+    args = [str(ROOT / ".venv" / "bin" / "prefect"), "deployment", "run", name]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value}"]
+    run = subprocess.run([*args, "--watch", "--watch-timeout", "600"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=700)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Completed" in run.stdout
+    return run
+
+
 def test_deployment_run_completes_and_registers_a_model(services):
     env = services
     venv = ROOT / ".venv" / "bin"
     subprocess.run([str(venv / "python"), "-m", "flows.deploy"], cwd=ROOT, env=env, check=True, timeout=120)
-    run = subprocess.run(
-        [str(venv / "prefect"), "deployment", "run", "pretrain/full", "--param", "preset=tiny",
-         "--param", "launcher=local", "--watch", "--watch-timeout", "600"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=700,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Completed" in run.stdout
+    run_deployment(env, "pretrain/full", preset="tiny", launcher="local")
 
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -60,17 +66,10 @@ def test_sft_deployment_continues_from_the_stage1_model(services):
     """sft/full through the worker and the submitit launcher, from the VL-JEPA_BASE that pretrain/full
     left in the state dir (the deployment's default ``init_from="base"``)."""
     env = services
-    venv = ROOT / ".venv" / "bin"
     state = Path(env["VLJEPA_STATE_DIR"])
     base = sorted(p for p in (state / "models").glob("pretrain-video-tiny-*") if (p / "model.safetensors").is_file())
     assert base, "run after test_deployment_run_completes_and_registers_a_model"
-    run = subprocess.run(
-        [str(venv / "prefect"), "deployment", "run", "sft/full", "--param", "preset=tiny",
-         "--param", "max_steps=3", "--watch", "--watch-timeout", "600"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=700,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Completed" in run.stdout
+    run_deployment(env, "sft/full", preset="tiny", max_steps="3")
     sft_configs = list((state / "runs").rglob("config.json"))
     assert any(json.loads(p.read_text())["train"]["init_from"] == str(base[-1]) for p in sft_configs), sft_configs
 
