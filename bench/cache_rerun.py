@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._media import make_corpus  # noqa: E402
-from preprocessing.cache import file_sha256  # noqa: E402
 from preprocessing.encode import ClipRef  # noqa: E402
 from preprocessing.pipeline import CacheConfig, run_local  # noqa: E402
 from preprocessing.sampling import SamplingConfig  # noqa: E402
+from vljepa.files import file_sha256  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="tiny")
     args = parser.parse_args(argv)
     from vljepa.config import get_preset
-    from vljepa.encoders.base import build_x_encoder
+    from vljepa.encoders import build_x_encoder
 
     cfg = get_preset(args.preset).x_encoder
     encoder = build_x_encoder(cfg)

@@ -17,11 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._media import make_corpus  # noqa: E402
-from preprocessing.cache import file_sha256  # noqa: E402
 from preprocessing.encode import ClipRef  # noqa: E402
 from preprocessing.pipeline import CacheConfig  # noqa: E402
 from preprocessing.ray_pipeline import RayConfig, ensure_ray, run_ray  # noqa: E402
 from preprocessing.sampling import SamplingConfig  # noqa: E402
+from vljepa.files import file_sha256  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     from vljepa.config import get_preset
-    from vljepa.encoders.base import build_x_encoder
+    from vljepa.encoders import build_x_encoder
 
     cfg = get_preset("tiny").x_encoder
     encoder = build_x_encoder(cfg)

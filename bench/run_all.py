@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from vljepa.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -110,12 +112,13 @@ def _ratios_ray(raw: dict) -> tuple[list[Ratio], dict]:
 
 def _run_streaming(quick: bool) -> dict:
     from bench import bench_streaming
-    from flows.stream_cli import latest_checkpoint
+    from flows.env import StateLayout
+    from flows.train import latest_base_model
 
     size = ["--windows", "12"] if quick else []
     try:
-        latest_checkpoint(ROOT / ".vljepa")
-    except SystemExit:  # no main-job model: time an untrained small model (same compute; no sweep)
+        latest_base_model(StateLayout.resolve(ROOT / ".vljepa"))
+    except FileNotFoundError:  # no main-job model: time an untrained small model (same compute; no sweep)
         return bench_streaming.main(["--untrained", "small", *size])
     return bench_streaming.main(["--skip-sweep", *size] if quick else [])
 
@@ -328,9 +331,7 @@ def write_results(results: list[BenchResult], meta: dict[str, Any], out_dir: Pat
     paths = (out_dir / "latest.json", out_dir / "latest.md")
     texts = (json.dumps(to_json(results, meta), indent=2, default=_jsonable) + "\n", to_markdown(results, meta))
     for path, text in zip(paths, texts):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return paths
 
 

@@ -1,4 +1,4 @@
-"""Content-addressed Parquet cache of frozen-encoder tokens.
+"""Parquet files of frozen-encoder tokens (the shards of ``preprocessing.shards``' caches).
 
 One Parquet file holds the tokens of many samples: a row per sample with columns
 ``sample_id`` (string), ``tokens`` (fixed_size_list<float16, N*D>), ``timestamps``
@@ -6,104 +6,25 @@ One Parquet file holds the tokens of many samples: a row per sample with columns
 token grid ``shape`` [N, D], the cache format version and the resolved config as JSON.
 
 Files are written without dictionary encoding (dictionary pages make fixed-size float16
-lists ~4x slower to read, see STACK-NOTES) to a temporary name in the target directory,
-fsync'ed and renamed, so a reader never sees a half-written file under the final name.
+lists ~4x slower to read, see STACK-NOTES) with ``vljepa.files.atomic_write`` (temporary name,
+fsync, rename), so a reader never sees a half-written file under the final name.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
-import re
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vljepa.files import atomic_write, canonical_json
+
 CACHE_FORMAT_VERSION = 1
-_KEY_PATTERN = re.compile(r"^[0-9a-f]{8,128}$")
-_TMP_MARK = ".tmp-"
-
-
-def _json_default(value: object) -> object:
-    """Canonical JSON for the few non-JSON types a config holds; anything else is an error."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, PurePath):
-        return value.as_posix()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cache_key cannot hash a {type(value).__name__}: {value!r}")
-
-
-def canonical_json(value: object) -> str:
-    """JSON with sorted keys and no whitespace, so equal configs give equal text."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-        allow_nan=False, default=_json_default,
-    )
-
-
-def cache_key(parts: Mapping[str, object]) -> str:
-    """sha256 hex digest of the canonical JSON of `parts` (key order does not matter)."""
-    return hashlib.sha256(canonical_json(dict(parts)).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes, read `chunk` bytes at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(path: Path) -> Path:
-    # Hidden and with a different suffix: never mistaken for `<key>.parquet` / `<key>.json`.
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _atomic_write(path: Path, write) -> Path:
-    """Call write(file_object) on a temp file beside `path`, fsync, then rename onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def write_json_atomic(path: str | os.PathLike, value: object) -> Path:
-    """Write `value` as indented JSON to `path` atomically (temp file + rename)."""
-    text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
-    return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -196,7 +117,7 @@ def write_token_cache(
             write_statistics=["sample_id", "encoder_id"],
         )
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def _list_values(column: pa.ChunkedArray, width: int, dtype: np.dtype) -> np.ndarray:
@@ -209,14 +130,11 @@ def _list_values(column: pa.ChunkedArray, width: int, dtype: np.dtype) -> np.nda
 
 
 def read_token_cache(path: str | os.PathLike) -> TokenCache:
-    """Read a cache written by write_token_cache: tokens float16 (S, N, D), timestamps (S, T).
+    """Read one file written by write_token_cache: tokens float16 (S, N, D), timestamps (S, T).
 
-    ``path`` may also be a sharded cache directory (``preprocessing.shards``: Parquet or
-    WebDataset shards listed by ``index.json``); its shards are read in index order and stacked.
+    A whole cache (a directory of shards, or one such file) is read by ``preprocessing.shards.read_cache``.
     """
     path = Path(path)
-    if path.is_dir():
-        return _read_sharded(path)
     table = pq.read_table(path)
     schema_meta = table.schema.metadata or {}
     if b"shape" not in schema_meta:
@@ -240,82 +158,3 @@ def read_token_cache(path: str | os.PathLike) -> TokenCache:
         encoder_id=encoder_id,
         metadata=json.loads(schema_meta[b"metadata"]),
     )
-
-
-def _read_sharded(cache_dir: Path) -> TokenCache:
-    from preprocessing.shards import complete_shard_paths, read_shard
-
-    records = [record for shard in complete_shard_paths(cache_dir) for record in read_shard(shard)]
-    if not records:
-        raise ValueError(f"{cache_dir}: the sharded cache holds no samples")
-    index = json.loads((cache_dir / "index.json").read_text(encoding="utf-8"))
-    return TokenCache(
-        sample_ids=[r.sample_id for r in records],
-        tokens=np.stack([r.tokens for r in records]),
-        timestamps=np.stack([r.timestamps for r in records]),
-        encoder_id=str(index.get("encoder_id", "")),
-        metadata=index,
-    )
-
-
-class TokenCacheStore:
-    """Token caches under `root`, one per content key: root/<key[:2]>/<key>.parquet (+ .json).
-
-    The sidecar `<key>.json` ({"cache_key", "encoder_id", "n_samples", "shape", "config"})
-    is written before the Parquet file; the Parquet file's presence under its final name is
-    what marks an entry complete.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-
-    def _check_key(self, key: str) -> str:
-        if not _KEY_PATTERN.match(key):
-            raise ValueError(f"cache key must be lowercase hex (as cache_key returns), got {key!r}")
-        return key
-
-    def path_for(self, key: str) -> Path:
-        key = self._check_key(key)
-        return self.root / key[:2] / f"{key}.parquet"
-
-    def sidecar_for(self, key: str) -> Path:
-        return self.path_for(key).with_suffix(".json")
-
-    def exists(self, key: str) -> bool:
-        return self.path_for(key).is_file()
-
-    def write(
-        self,
-        key: str,
-        *,
-        sample_ids: list[str],
-        tokens: np.ndarray,
-        timestamps: np.ndarray,
-        encoder_id: str,
-        metadata: dict,
-    ) -> Path:
-        """Write the entry for `key` (arguments as write_token_cache); returns the Parquet path."""
-        path = self.path_for(key)
-        write_json_atomic(
-            self.sidecar_for(key),
-            {
-                "cache_key": key,
-                "encoder_id": encoder_id,
-                "n_samples": len(sample_ids),
-                "shape": list(tokens.shape[1:]),
-                "config": metadata,
-            },
-        )
-        return write_token_cache(
-            path, sample_ids=sample_ids, tokens=tokens, timestamps=timestamps,
-            encoder_id=encoder_id, metadata=metadata,
-        )
-
-    def read(self, key: str) -> TokenCache:
-        path = self.path_for(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"no token cache for key {key} (expected {path})")
-        return read_token_cache(path)
-
-    def read_sidecar(self, key: str) -> dict[str, Any]:
-        return json.loads(self.sidecar_for(key).read_text(encoding="utf-8"))

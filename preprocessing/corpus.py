@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -35,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocessing.corpus_render import PALETTE, SHAPES, Background, RenderJob, plan_group, render_clip
+from vljepa.files import atomic_write_text, content_key_sha256, temp_glob, temp_writer_pid
 
 FORMAT_VERSION = 1  # bump when rendering or annotation semantics change: it invalidates old corpora
 COLOURS: tuple[str, ...] = tuple(PALETTE)
@@ -96,8 +96,9 @@ class CorpusConfig:
 
     def config_hash(self) -> str:
         """sha256 over the content fields and ``FORMAT_VERSION``: equal hashes mean equal corpora."""
+        # Not canonical_json (whose separators differ): corpora on disk carry this hash.
         payload = json.dumps({"format_version": FORMAT_VERSION, **self.content_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return content_key_sha256(payload)
 
 
 
@@ -259,12 +260,6 @@ def clip_record(plan: ClipPlan, fps: int) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -288,7 +283,7 @@ def _claim_out_dir(out_dir: Path, cfg: CorpusConfig) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} is not empty and holds no corpus.json; pass an empty or new --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / _MARKER, json.dumps({"config": cfg.content_dict(), "config_hash": digest}))
+    atomic_write_text(out_dir / _MARKER, json.dumps({"config": cfg.content_dict(), "config_hash": digest}))
 
 
 def generate_corpus(cfg: CorpusConfig, out_dir: str | Path, *, progress: bool = True) -> CorpusSummary:
@@ -302,8 +297,9 @@ def generate_corpus(cfg: CorpusConfig, out_dir: str | Path, *, progress: bool = 
     _claim_out_dir(out_dir, cfg)
     videos = out_dir / "videos"
     videos.mkdir(exist_ok=True)
-    for stale in videos.glob("clip_*.mp4.tmp-*"):  # left by an interrupted run, unless its writer is alive
-        if not _pid_alive(int(stale.name.rsplit("-", 1)[1])):
+    for stale in videos.glob(temp_glob("clip_*.mp4")):  # left by an interrupted run, unless its writer is alive
+        pid = temp_writer_pid(stale)
+        if pid is None or not _pid_alive(pid):
             stale.unlink(missing_ok=True)
     plans = plan_corpus(cfg)
     todo = [p for p in plans if not (out_dir / p.path).is_file()]
@@ -336,9 +332,9 @@ def generate_corpus(cfg: CorpusConfig, out_dir: str | Path, *, progress: bool = 
         "held_out_pairs": [list(p) for p in held_out_pairs(cfg)],
         "labels": [f"{c} {s}" for c in COLOURS for s in SHAPES],
     }
-    _write_atomic(out_dir / "annotations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    _write_atomic(out_dir / "annotations.csv", table.getvalue())
-    _write_atomic(out_dir / "corpus.json", json.dumps(corpus, indent=2) + "\n")
+    atomic_write_text(out_dir / "annotations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(out_dir / "annotations.csv", table.getvalue())
+    atomic_write_text(out_dir / "corpus.json", json.dumps(corpus, indent=2) + "\n")
     (out_dir / _MARKER).unlink(missing_ok=True)
     return CorpusSummary(out_dir=out_dir, counts=counts, n_generated=len(todo),
                          n_reused=len(plans) - len(todo), config_hash=cfg.config_hash())

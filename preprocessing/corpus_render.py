@@ -13,12 +13,13 @@ so anything in the side strips of a 4:3 frame or the outer 6.25 % would never re
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vljepa.files import atomic_path
 
 # Saturated, well-separated RGB values: they must survive yuv420p chroma subsampling and stay
 # distinguishable to an ImageNet EfficientNet after resizing.
@@ -194,21 +195,20 @@ def render_frames(job: RenderJob) -> np.ndarray:
 def encode_mp4(frames: np.ndarray, fps: int, out_path: Path) -> None:
     """Encode (T, H, W, 3) uint8 RGB frames to H.264 at ``out_path``: temp name first, rename on success."""
     n, height, width, _ = frames.shape
-    tmp = out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}")
-    cmd = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
-        "-fflags", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(tmp),
-    ]
-    try:
-        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)
-    except FileNotFoundError:
-        raise RuntimeError("the ffmpeg binary is not on PATH; install it (apt-get install ffmpeg)") from None
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}) writing {out_path}: {proc.stderr.decode(errors='replace')}")
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        cmd = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
+            "-fflags", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(tmp),
+        ]
+        try:
+            proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)
+        except FileNotFoundError:
+            raise RuntimeError("the ffmpeg binary is not on PATH; install it (apt-get install ffmpeg)") from None
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"ffmpeg failed ({proc.returncode}) writing {out_path}: {proc.stderr.decode(errors='replace')}")
 
 
 def render_clip(job: RenderJob, out_path: str) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 
 import duckdb
 
-from preprocessing.cache import _atomic_write
 from preprocessing.manifest import ImportSummary, _Record, _read_records, import_records
+from vljepa.files import atomic_write_bytes
 
 _PATH_KEYS = ("path", "video", "file")
 _CAPTION_KEYS = ("caption", "text")
@@ -87,7 +87,7 @@ def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, ann
 def _extract(data: bytes, target: Path) -> None:
     if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
         return
-    _atomic_write(target, lambda handle: handle.write(data))
+    atomic_write_bytes(target, data)
 
 
 def import_video2dataset(con: duckdb.DuckDBPyConnection, tars: list[str | os.PathLike], media_dir: str | os.PathLike,

@@ -15,7 +15,6 @@ Corpus layout read by ``import_corpus`` (written by ``preprocessing/corpus.py``)
 from __future__ import annotations
 
 import functools
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 import json
 import os
@@ -27,8 +26,8 @@ from typing import Any
 
 import duckdb
 
-from preprocessing.cache import canonical_json, file_sha256
 from preprocessing.decode import DecodeError, VideoInfo, is_image_path, probe_video
+from vljepa.files import canonical_json, canonical_sha256, file_sha256
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 ANNOTATIONS_FILE = "annotations.jsonl"
@@ -133,7 +132,7 @@ def _needs_import(con: duckdb.DuckDBPyConnection, corpus_dir: Path, record: Mapp
         source_id, split = str(record["clip_id"]), str(record["split"])
     except _RECORD_ERRORS:
         return True  # _import_one records the failure
-    record_hash = hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    record_hash = canonical_sha256(record)
     state = con.execute(load_sql("select_source_state"), {"source_id": source_id, "dataset": dataset}).fetchall()
     return not (state and state[0] == (content_hash, str(media_path), record_hash, split))
 
@@ -146,7 +145,7 @@ def _import_one(
     source_id, split = str(record["clip_id"]), str(record["split"])
     media_path = (corpus_dir / str(record["path"])).resolve()
     content_hash = file_sha256(media_path)
-    record_hash = hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    record_hash = canonical_sha256(record)
     state = con.execute(
         load_sql("select_source_state"), {"source_id": source_id, "dataset": dataset}
     ).fetchall()

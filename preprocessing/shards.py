@@ -29,13 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from preprocessing.cache import (
-    _KEY_PATTERN,
-    _atomic_write,
-    read_token_cache,
-    write_json_atomic,
-    write_token_cache,
-)
+from preprocessing.cache import TokenCache, read_token_cache, write_token_cache
+from vljepa.files import atomic_write, atomic_write_json, is_key
 
 ShardFormat = Literal["parquet", "webdataset"]
 SHARD_SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
@@ -76,7 +71,7 @@ def write_wds_shard(path: Path, records: list[TokenRecord], *, encoder_id: str) 
                     info.size, info.mtime, info.mode = len(data), 0, 0o644  # mtime 0: same bytes each run
                     tar.addfile(info, io.BytesIO(data))
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def read_wds_shard(path: str | os.PathLike) -> Iterator[TokenRecord]:
@@ -159,7 +154,7 @@ class ShardWriter:
     def close(self, config: dict[str, Any]) -> Path:
         """Write the last shard and then index.json (the completeness mark); returns the index path."""
         self._flush()
-        return write_json_atomic(self.directory / INDEX_FILE, {
+        return atomic_write_json(self.directory / INDEX_FILE, {
             "format": self.fmt, "encoder_id": self.encoder_id, "n_samples": self.n_samples,
             "shape": list(self._shape) if self._shape else None, "shards": self.shards, "config": config,
         })
@@ -172,7 +167,7 @@ class ShardedCache:
         self.root = Path(root)
 
     def dir_for(self, key: str) -> Path:
-        if not _KEY_PATTERN.match(key):
+        if not is_key(key):
             raise ValueError(f"cache key must be lowercase hex, got {key!r}")
         return self.root / key[:2] / key
 
@@ -209,3 +204,22 @@ def complete_shard_paths(cache_dir: str | os.PathLike) -> list[Path]:
                                 "(a killed run? run preprocessing again)")
     index = json.loads(index_path.read_text(encoding="utf-8"))
     return [cache_dir / shard["name"] for shard in index["shards"]]
+
+
+def read_cache(path: str | os.PathLike) -> TokenCache:
+    """Read a whole token cache into memory: a sharded cache directory (its shards in index order,
+    stacked) or a single ``write_token_cache`` file. The one reader of cache directories."""
+    cache_dir = Path(path)
+    if not cache_dir.is_dir():
+        return read_token_cache(cache_dir)
+    records = [record for shard in complete_shard_paths(cache_dir) for record in read_shard(shard)]
+    if not records:
+        raise ValueError(f"{cache_dir}: the sharded cache holds no samples")
+    index = json.loads((cache_dir / INDEX_FILE).read_text(encoding="utf-8"))
+    return TokenCache(
+        sample_ids=[r.sample_id for r in records],
+        tokens=np.stack([r.tokens for r in records]),
+        timestamps=np.stack([r.timestamps for r in records]),
+        encoder_id=str(index.get("encoder_id", "")),
+        metadata=index,
+    )

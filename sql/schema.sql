@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS splits (
     PRIMARY KEY (source_id, dataset)
 );
 
--- One row per content-addressed token cache (preprocessing.cache.TokenCacheStore).
+-- One row per content-addressed token cache (preprocessing.shards.ShardedCache).
 CREATE TABLE IF NOT EXISTS token_caches (
     cache_key   VARCHAR PRIMARY KEY,
     encoder_id  VARCHAR NOT NULL,

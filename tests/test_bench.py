@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from bench import run_all
 from bench.run_all import BenchResult, Goal, Ratio
+from vljepa.files import temp_glob
 
 META = {"command": "python -m bench.run_all --quick", "quick": True, "started": "2026-01-01 00:00:00", "seconds": 12.5,
         "load_start": (1.5, 1.0, 0.5), "load_end": (2.0, 1.2, 0.6),
@@ -99,7 +99,7 @@ def test_quick_cache_rerun_end_to_end(tmp_path):
     assert all(r["goal"]["text"] == "≤ 0.05" for r in ratios.values())
     assert bench["context"]["parquet"]["first_s"] > bench["context"]["parquet"]["rerun_s"]
     assert len(markdown_rows((tmp_path / "latest.md").read_text())) == 2
-    assert not Path(tmp_path / "latest.json.tmp").exists()
+    assert not list(tmp_path.glob(temp_glob()))  # no temporary left by the atomic writes
 
 
 def test_a_busy_machine_is_flagged(tmp_path):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocessing.cache import file_sha256
 from preprocessing.encode import ClipRef
 from preprocessing.pipeline import CacheConfig, run_local
 from preprocessing.sampling import SamplingConfig
 from preprocessing.shards import read_shard
+from vljepa.files import file_sha256
 from tests.media import make_h264
 
 
@@ -43,7 +43,7 @@ def tokens_by_id(cache_dir):
 
 def test_ray_matches_local_and_reruns_as_no_op(ray_local, clips, tmp_path, tiny_cfg):
     from preprocessing.ray_pipeline import RayConfig, run_ray
-    from vljepa.encoders.base import build_x_encoder
+    from vljepa.encoders import build_x_encoder
 
     encoder = build_x_encoder(tiny_cfg.x_encoder)
     sampling = SamplingConfig(strategy="sliding", fps=4, window=tiny_cfg.x_encoder.num_frames, stride=2)

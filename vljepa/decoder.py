@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vljepa.files import atomic_dir
 from vljepa.weights import load_mapped, read_safetensors
 
 
@@ -298,22 +299,14 @@ class YDecoder(nn.Module):
     # -- persistence -------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
         """``decoder.safetensors`` + ``decoder_config.json`` + ``decoder_vocab.json``, atomically."""
-        import os
-        import shutil
-        import tempfile
-
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / "decoder.safetensors"))
-        (tmp / "decoder_config.json").write_text(self.cfg.to_json())
-        (tmp / "decoder_vocab.json").write_text(json.dumps(self.vocab))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        with atomic_dir(out_dir) as tmp:
+            save_file(state, str(tmp / "decoder.safetensors"))
+            (tmp / "decoder_config.json").write_text(self.cfg.to_json())
+            (tmp / "decoder_vocab.json").write_text(json.dumps(self.vocab))
         return out_dir
 
 
@@ -334,3 +327,13 @@ def build_vocab(texts: list[str], codec: Codec) -> list[int]:
     """End-of-text first, then every tokenizer id that occurs in ``texts``, sorted."""
     ids = {t for text in texts for t in codec.encode(text)} - {codec.eos_id}
     return [codec.eos_id, *sorted(ids)]
+
+
+@torch.no_grad()
+def decode_embeddings(decoder: YDecoder, embeddings: torch.Tensor, *, num_beams: int = 1,
+                      batch_size: int = 64) -> list[str]:
+    """Decode ``(N, S)`` embeddings in batches."""
+    out: list[str] = []
+    for start in range(0, len(embeddings), batch_size):
+        out += decoder.generate(embeddings[start : start + batch_size], num_beams=num_beams)
+    return out

@@ -7,6 +7,7 @@ under an audit, and checks that the trainable/frozen partition is what the confi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -70,18 +71,17 @@ def build_model(cfg: VLJepaConfig, *, meta: bool = False, load_weights: bool = T
     if lm.source == "random" or not cfg.predictor.pretrained:
         model.query_tokenizer = ByteTokenizer(lm.vocab_size) if lm.source == "random" else _lm_tokenizer(cfg)
     else:
-        lm_dir = _lm_dir(cfg)
+        lm_path = lm_dir(cfg)
         if load_weights:
-            model.predictor.load_lm(lm_dir / "model.safetensors")
-        model.query_tokenizer = HFTokenizer(lm_dir, pad_id=lm.pad_token_id)
+            model.predictor.load_lm(lm_path / "model.safetensors")
+        model.query_tokenizer = HFTokenizer(lm_path, pad_id=lm.pad_token_id)
     model.target_tokenizer = _target_tokenizer(cfg)
     check_partition(model)
     return model
 
 
-def _lm_dir(cfg: VLJepaConfig):
-    from pathlib import Path
-
+def lm_dir(cfg: VLJepaConfig) -> Path:
+    """The local HF directory of the predictor's LM (``predictor.lm``): SmolLM2 or ``lm.path``."""
     from vljepa.weights import smollm2_dir
 
     lm = cfg.predictor.lm
@@ -95,7 +95,7 @@ def _lm_dir(cfg: VLJepaConfig):
 
 
 def _lm_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
-    return HFTokenizer(_lm_dir(cfg), pad_id=cfg.predictor.lm.pad_token_id)
+    return HFTokenizer(lm_dir(cfg), pad_id=cfg.predictor.lm.pad_token_id)
 
 
 def _target_tokenizer(cfg: VLJepaConfig) -> Tokenizer:

@@ -12,7 +12,6 @@ classifies by the lowest mean per-token NLL of each candidate text (as the paper
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from itertools import takewhile
 from pathlib import Path
@@ -22,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vljepa.config import PredictorConfig, VLJepaConfig, _from_dict, replace
+from vljepa.config import PredictorConfig, VLJepaConfig, config_from_dict, replace
 from vljepa.decoder import ByteCodec, Codec, HFCodec, build_vocab
+from vljepa.files import atomic_path, atomic_write_text
 from vljepa.predictor import llama_config, selected_layers
 from vljepa.weights import LoadReport, load_mapped, read_safetensors
 
@@ -52,7 +52,7 @@ class TokenVLMConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TokenVLMConfig":
-        return _from_dict(cls, json.loads(text))  # unknown keys are an error
+        return config_from_dict(cls, json.loads(text))  # unknown keys are an error
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def build_codec(cfg: VLJepaConfig) -> Codec:
     """The LM's tokenizer as a codec: bytes for the random ``tiny`` LM, else the LM's own tokenizer."""
     if cfg.predictor.lm.source == "random":
         return ByteCodec()
-    from vljepa.model import _lm_dir
+    from vljepa.model import lm_dir
 
-    return HFCodec(_lm_dir(cfg))
+    return HFCodec(lm_dir(cfg))
 
 
 def _additive_mask(key_valid: torch.Tensor, query_at: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -336,14 +336,11 @@ class TokenVLM(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         vocab = self.vocab if self.vlm_cfg.vocab == "cut" else None  # "full" is range(vocab_size)
-        writes = [("config.json", lambda p: p.write_text(self.cfg.to_json())),
-                  ("token_vlm_config.json", lambda p: p.write_text(self.vlm_cfg.to_json())),
-                  ("vocab.json", lambda p: p.write_text(json.dumps(vocab))),
-                  ("model.safetensors", lambda p: save_file(state, str(p)))]
-        for name, write in writes:
-            tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-            write(tmp)
-            os.replace(tmp, out_dir / name)
+        atomic_write_text(out_dir / "config.json", self.cfg.to_json())
+        atomic_write_text(out_dir / "token_vlm_config.json", self.vlm_cfg.to_json())
+        atomic_write_text(out_dir / "vocab.json", json.dumps(vocab))
+        with atomic_path(out_dir / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
         return out_dir
 
 
@@ -363,9 +360,9 @@ def build_token_vlm(cfg: VLJepaConfig, texts: list[str], vlm_cfg: TokenVLMConfig
     codec = build_codec(cfg)
     model = TokenVLM(cfg, vlm_cfg, _vocabulary(cfg, vlm_cfg, texts, codec), codec)
     if load_weights and cfg.predictor.lm.source != "random" and cfg.predictor.pretrained:
-        from vljepa.model import _lm_dir
+        from vljepa.model import lm_dir
 
-        model.load_lm(_lm_dir(cfg) / "model.safetensors")
+        model.load_lm(lm_dir(cfg) / "model.safetensors")
     model.check_partition()
     return model
 

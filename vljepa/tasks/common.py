@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vljepa.data import TokenTextDataset
+from vljepa.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,7 @@ def write_result(result: TaskResult, out_dir: str | Path) -> tuple[Path, Path]:
     paths = []
     for suffix, text in ((".json", json.dumps(asdict(result), indent=2, sort_keys=True)),
                          (".md", f"# {result.task}\n\n{result.protocol}\n\n{markdown_table([result])}")):
-        path = out_dir / f"{result.task}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(atomic_write_text(out_dir / f"{result.task}{suffix}", text))
     return paths[0], paths[1]
 
 
