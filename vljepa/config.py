@@ -2,7 +2,8 @@
 
 Every stage takes one of these dataclasses; a misspelt option is a ``TypeError`` (keyword-only,
 no ``**kwargs``). ``to_dict``/``from_dict`` round-trip through JSON so every artifact can carry
-the resolved config that made it.
+the resolved config that made it; ``apply_overrides`` applies dotted ``--set`` keys, and
+``vljepa.recipes.stage_config`` applies one stage's typed ``Recipe``.
 
 Numbers for the ``paper`` preset come from arXiv 2512.10942 (final version, Sec. 3 "Implementation
 details" and the hyper-parameter table explained in ``shared/paper/001``): V-JEPA 2 ViT-L at 256²
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+# The generic dict/override machinery, re-exported as part of the config API.
+from vljepa.config_dict import ConfigKeyError, apply_overrides, config_from_dict, replace  # noqa: F401
 
 LossName = Literal["infonce", "l2", "l1", "cosine"]
 AttentionKind = Literal["bidirectional", "causal"]
 Stage = Literal["pretrain", "sft"]
 Phase = Literal["image", "video"]
+ScheduleName = Literal["constant", "cosine"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +107,7 @@ class TrainConfig:
     lr: float = 5e-5  # predictor lr (paper: 5e-5 constant in pretraining)
     weight_decay: float = 0.05  # not on biases, norms and embedding tables (model.param_groups)
     warmup_steps: int = 10
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: ScheduleName = "constant"
     grad_clip: float = 1.0
     temperature: float = 0.07  # InfoNCE temperature (not given in the paper)
     loss: LossName = "infonce"
@@ -171,54 +174,11 @@ class VLJepaConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VLJepaConfig":
-        return _from_dict(cls, data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> "VLJepaConfig":
         return cls.from_dict(json.loads(text))
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass; unknown keys are an error, not silently dropped."""
-    if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TypeError(f"{cls.__name__}: unknown option(s) {unknown}; valid: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(hints[key], value)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _from_dict(hint, value)
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):  # JSON has no tuples
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return _from_dict(arg, value)
-    return value
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that also accepts dotted keys: ``replace(cfg, **{"train.lr": 1e-4})``."""
-    nested: dict[str, dict[str, Any]] = {}
-    flat: dict[str, Any] = {}
-    for key, value in changes.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            flat[key] = value
-    for head, sub in nested.items():
-        flat[head] = replace(getattr(cfg, head), **sub)
-    return dataclasses.replace(cfg, **flat)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,59 +296,6 @@ def tiny() -> VLJepaConfig:
 
 
 PRESETS = {"paper": paper, "small": small, "tiny": tiny}
-
-# The two-stage recipe (paper Sec. 3.2, explained in shared/paper/001 §3.2): per preset and
-# (stage, phase), the values that change from the preset. Stage 1 phase "image" is 1 frame per
-# sample; phase "video" continues from it with the preset's frames; stage 2 "sft" continues
-# from stage 1 on the VQA / caption / classification / pretraining mix with a cosine schedule.
-RECIPES: dict[str, dict[tuple[str, str | None], dict[str, Any]]] = {
-    "paper": {
-        ("pretrain", "image"): {"x_encoder.num_frames": 1, "train.batch_size": 24000, "train.max_steps": 100_000,
-                                "train.lr": 5e-5, "train.schedule": "constant", "train.warmup_steps": 0},
-        # Phase 1B length is not given in the paper ("subsequent iterations"); set max_steps to taste.
-        ("pretrain", "video"): {"x_encoder.num_frames": 16, "train.batch_size": 24000, "train.max_steps": None,
-                                "train.epochs": 1.0, "train.lr": 5e-5, "train.schedule": "constant",
-                                "train.warmup_steps": 0},
-        # SFT: batch 6k, 35k steps, cosine from the initial rate (the rate itself is not given).
-        ("sft", None): {"x_encoder.num_frames": 16, "train.batch_size": 6000, "train.max_steps": 35_000,
-                        "train.lr": 5e-5, "train.schedule": "cosine", "train.warmup_steps": 0},
-    },
-    "small": {
-        # One epoch of single frames (~4× cheaper per sample than 4 frames) before the video phase.
-        ("pretrain", "image"): {"x_encoder.num_frames": 1, "train.epochs": 1.0},
-        ("pretrain", "video"): {},  # the preset itself, continued from the image phase
-        ("sft", None): {"train.epochs": 2.0, "train.lr": 1e-4, "train.schedule": "cosine", "train.warmup_steps": 5},
-    },
-    "tiny": {
-        ("pretrain", "image"): {"x_encoder.num_frames": 1},
-        ("pretrain", "video"): {},
-        ("sft", None): {"train.schedule": "cosine", "train.warmup_steps": 1},
-    },
-}
-
-
-def stage_config(cfg: VLJepaConfig, stage: Stage, phase: Phase | None = None,
-                 init_from: str | None = None) -> VLJepaConfig:
-    """``cfg`` with the recipe values of one stage / phase applied (see ``RECIPES``).
-
-    Args:
-        stage: "pretrain" (stage 1) or "sft" (stage 2).
-        phase: stage 1 only: "image" (phase 1A) or "video" (phase 1B, the default).
-        init_from: a checkpoint directory whose weights start this stage.
-    """
-    if stage == "sft" and phase is not None:
-        raise ValueError("phase applies to stage 'pretrain' only")
-    phase = phase or ("video" if stage == "pretrain" else None)
-    try:
-        recipe = RECIPES[cfg.preset][(stage, phase)]
-    except KeyError:
-        raise KeyError(f"no recipe for preset {cfg.preset!r}, stage {stage!r}, phase {phase!r}") from None
-    changes = dict(recipe)
-    changes["train.stage"] = stage
-    changes["train.phase"] = phase or cfg.train.phase
-    if init_from is not None:
-        changes["train.init_from"] = init_from
-    return replace(cfg, **changes)
 
 
 def get_preset(name: str) -> VLJepaConfig:
