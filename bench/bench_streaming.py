@@ -45,7 +45,7 @@ def per_window_ratio(model, encoder, *, windows: int = 40, window_frames: int = 
 def main(argv: list[str] | None = None) -> dict:
     """The per-window ratio and (unless ``--skip-sweep``) the savings factors, as a dict."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state-dir", default=".vljepa")
+    parser.add_argument("--state-dir", default=None, help="default: $VLJEPA_STATE_DIR or <repo>/.vljepa")
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--windows", type=int, default=40, help="windows timed for the per-window ratio")
@@ -54,18 +54,20 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     from flows.selective import SelectiveConfig, run_selective
-    from flows.stream_cli import caption_bank, latest_checkpoint
+    from flows.env import StateLayout
+    from flows.loaders import caption_bank
+    from flows.train import latest_base_model
     from vljepa.encoders import build_x_encoder
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
-    state = Path(args.state_dir)
+    layout = StateLayout.resolve(args.state_dir)
     if args.untrained:
         from vljepa.config import get_preset
         from vljepa.model import build_model
 
         model, source = build_model(get_preset(args.untrained)).eval(), f"untrained {args.untrained} preset"
     else:
-        checkpoint = latest_checkpoint(state)
+        checkpoint = latest_base_model(layout)
         model, source = load_checkpoint(checkpoint), str(checkpoint)
     encoder = build_x_encoder(model.cfg.x_encoder)
     ratio = per_window_ratio(model, encoder, windows=args.windows)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not (args.skip_sweep or args.untrained):
         import tempfile
 
-        db = state / "manifest.duckdb"
+        db = layout.manifest
         with tempfile.TemporaryDirectory() as tmp:
             result = run_selective(model, encoder, db, caption_bank(db), SelectiveConfig(max_clips=args.max_clips),
                                    Path(tmp))

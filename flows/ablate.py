@@ -12,15 +12,17 @@ config, same cached data) are reused, not retrained, and not logged twice.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.stages import PreparedData, RunConfig, StageWrapper, content_key, direct, prepare_data
+from flows.data import PreparedData, prepare_data
+from flows.env import StateLayout
+from flows.resolve import RunConfig
+from flows.stage import StageWrapper, direct
+from vljepa.files import content_key
 from vljepa.ablations import (METRICS, Sweep, Variant, agreement, deltas, paper_delta, summary_markdown, sweeps,
                               variant_config)
 from vljepa.config import VLJepaConfig
@@ -60,10 +62,10 @@ def variant_key(cfg: VLJepaConfig, data: PreparedData) -> str:
 
 def evaluate_variant(checkpoint_dir: str, data: PreparedData) -> dict[str, float]:
     """The paper's ablation columns on the test split: classification, retrieval, VQA (+ top-5)."""
-    from flows.evaluate import load_task_data, load_vocabulary
+    from flows.loaders import load_task_data, load_vocabulary
     from vljepa.evaluate import evaluate
     from vljepa.tasks import vqa
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint_dir)
     labels, _ = load_vocabulary(data.corpus_dir)
@@ -101,21 +103,22 @@ def run_sweep(sweep_name: str, run: RunConfig, *, variants: list[str] | None = N
     if sweep_name not in all_sweeps:
         raise KeyError(f"unknown sweep {sweep_name!r} for preset {base.preset!r}; choose one of {sorted(all_sweeps)}")
     sweep = all_sweeps[sweep_name].select(variants)
-    data = stage("prepare-data", prepare_data, True)(run, base)
-    root = run.state_path() / "ablations" / sweep.name
+    layout = run.layout()
+    data = stage("prepare-data", prepare_data, True)(base, layout, progress=run.progress, engine=run.engine)
+    root = layout.ablations / sweep.name
     root.mkdir(parents=True, exist_ok=True)
     planned = []
     for variant in sweep.variants:
         cfg = variant_config(base, variant, sweep)
         key = variant_key(cfg, data)
         # Models are addressed by content alone, so the default (in every sweep) trains once.
-        planned.append((variant, cfg, run.state_path() / "ablations" / "models" / key, key))
+        planned.append((variant, cfg, layout.ablations / "models" / key, key))
     todo = [(v, c, out) for v, c, out, _ in planned if not (out / "model.safetensors").is_file()]
     reused = {v.name for v, _, out, _ in planned if (out / "model.safetensors").is_file()}
     if reused:
         print(f"[ablate] reusing trained variants {sorted(reused)}", flush=True)
     stage("train-variants", train_variants, False)(todo, data, launcher=run.launcher,
-                                                   folder=run.state_path() / "submitit", progress=run.progress)
+                                                   folder=layout.submitit, progress=run.progress)
     result = stage("evaluate-variants", evaluate_variants, False)(sweep, planned, data, reused, str(root))
     if log_to_mlflow:
         stage("log-to-mlflow", log_sweep, True)(sweep, result, run, flow_run_id=flow_run_id)
@@ -187,10 +190,10 @@ def log_sweep(sweep: Sweep, result: SweepResult, run: RunConfig, *, flow_run_id:
 
     from flows.tracking import ensure_experiment, flatten
 
-    uri = run.resolved_tracking_uri()
+    layout = run.layout()
+    uri = layout.tracking_uri
     mlflow.set_tracking_uri(uri)
-    experiment_id = ensure_experiment(EXPERIMENT_PREFIX + sweep.name,
-                                      run.state_path() / "mlflow" / "artifacts" if uri.startswith("sqlite") else None)
+    experiment_id = ensure_experiment(EXPERIMENT_PREFIX + sweep.name, layout.artifact_root)
     client = MlflowClient()
     base_tags = {"ablation.sweep": sweep.name, "ablation.axis": sweep.axis}
     if flow_run_id:
@@ -231,7 +234,7 @@ def log_sweep(sweep: Sweep, result: SweepResult, run: RunConfig, *, flow_run_id:
         result.compare_url = f"{uri.rstrip('/')}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]"
 
 
-def overview(state_dir: Path, path: Path, preset: str = "small") -> tuple[Path, str]:
+def overview(layout: StateLayout, path: Path, preset: str = "small") -> tuple[Path, str]:
     """Every finished sweep's Δ against the paper's Δ for the matching row, one point per (variant,
     metric): points in the upper-right and lower-left quadrants agree in direction. Also returns
     the sweeps' tables as one markdown document."""
@@ -240,12 +243,12 @@ def overview(state_dir: Path, path: Path, preset: str = "small") -> tuple[Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    defined = sweeps(RunConfig(preset=preset, state_dir=str(state_dir)).model_config())
+    defined = sweeps(RunConfig(preset=preset).model_config())
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
     tables = []
     markers = dict(zip(METRICS, ("o", "s", "^")))
     for i, name in enumerate(SWEEP_NAMES):
-        summary_file = state_dir / "ablations" / name / "summary.json"
+        summary_file = layout.ablations / name / "summary.json"
         if name not in defined or not summary_file.is_file():
             continue
         summary = json.loads(summary_file.read_text())
@@ -277,40 +280,3 @@ def overview(state_dir: Path, path: Path, preset: str = "small") -> tuple[Path, 
     fig.savefig(path)
     plt.close(fig)
     return path, "\n\n".join(tables)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.ablate", description=(
-        "Run one of the paper's ablation sweeps in this process (no Prefect server needed): train every "
-        "variant, evaluate it on the test split, log the runs and a summary to MLflow."))
-    parser.add_argument("sweep", choices=(*SWEEP_NAMES, "overview"),
-                        help="a sweep to run, or `overview`: every finished sweep against the paper, one figure")
-    parser.add_argument("--out", default=None, help="overview: the figure's path (default: <state>/ablations/overview.png)")
-    parser.add_argument("--preset", default="small", choices=["small", "tiny", "paper"])
-    parser.add_argument("--variants", nargs="*", default=None, help="a subset of the sweep's variants (default: all)")
-    parser.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"])
-    parser.add_argument("--n-videos", type=int, default=None)
-    parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--y-encoder", action="append", default=[], metavar="NAME=PATH",
-                        help="a local HF text encoder to add to the y-encoder sweep (repeatable)")
-    args = parser.parse_args(argv)
-    if args.sweep == "overview":
-        state = RunConfig(state_dir=args.state_dir).state_path()
-        figure, tables = overview(state, Path(args.out) if args.out else state / "ablations" / "overview.png",
-                                  preset=args.preset)
-        print(tables + f"\n\nfigure: {figure}")
-        return 0
-    paths = dict(item.split("=", 1) for item in args.y_encoder)
-    run = RunConfig(preset=args.preset, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
-                    launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
-    result = run_sweep(args.sweep, run, variants=args.variants, y_encoder_paths=paths or None)
-    print(result.markdown)
-    print(f"\nsummary: {result.out_dir}/summary.md, .json, .png", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,6 @@ time, both from the cached tokens (the frozen x-encoder is the same for both and
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from flows.stages import PreparedData, RunConfig, StageWrapper, content_key, direct, load_split, prepare_data
+from flows.data import PreparedData, prepare_data
+from flows.loaders import load_split
+from flows.resolve import RunConfig
+from flows.stage import StageWrapper, direct
+from vljepa.files import content_key
 
 EXPERIMENT = "vljepa-compare"
 
@@ -55,7 +58,7 @@ def train_vljepa(cfg, run: RunConfig, data: PreparedData, out: Path) -> dict:
     from flows.launch import launch
 
     if not (out / "model.safetensors").is_file():
-        launch(cfg, data.spec(), out, launcher=run.launcher, folder=run.state_path() / "submitit",  # type: ignore[arg-type]
+        launch(cfg, data.spec(), out, launcher=run.launcher, folder=run.layout().submitit,  # type: ignore[arg-type]
                progress=run.progress).result()
     return json.loads((out / "train_summary.json").read_text())
 
@@ -72,11 +75,12 @@ def train_baseline(cfg, vlm_cfg, data: PreparedData, out: Path, steps: list[int]
 
 def evaluate_snapshots(vljepa_dir: Path, vlm_dir: Path, data: PreparedData, steps: list[int], batch_size: int) -> dict:
     """Captioning CIDEr and classification top-1/top-5 at every snapshot of both models."""
-    from flows.evaluate import EvalConfig, ensure_decoder, load_task_data, load_vocabulary
+    from flows.evaluate import EvalConfig, ensure_decoder
+    from flows.loaders import load_task_data, load_vocabulary
     from vljepa.baselines import evaluate_token_vlm, load_token_vlm
     from vljepa.evaluate import evaluate
     from vljepa.tasks import captioning
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     final = load_checkpoint(vljepa_dir)
     labels, _ = load_vocabulary(data.corpus_dir)
@@ -121,7 +125,7 @@ def inference_cost(vljepa_dir: Path, vlm_dir: Path, data: PreparedData, *, n_cli
     from flows.evaluate import EvalConfig, ensure_decoder
     from vljepa.baselines import load_token_vlm
     from vljepa.tasks.common import predict, training_query
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     model = load_checkpoint(vljepa_dir)
     decoder, _ = ensure_decoder(model, vljepa_dir, data.db_path, vljepa_dir.parent / f"{vljepa_dir.name}-eval",
@@ -213,7 +217,7 @@ def markdown(result: CompareResult) -> str:
 def model_params(vljepa_dir: Path, vlm_dir: Path) -> dict[str, dict[str, int]]:
     from vljepa.baselines import load_token_vlm
     from vljepa.model import count
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     out = {}
     for name, model in (("vl-jepa", load_checkpoint(vljepa_dir)), ("token-vlm", load_token_vlm(vlm_dir))):
@@ -229,9 +233,9 @@ def log_compare(result: CompareResult, run: RunConfig, cfg, flow_run_id: str | N
 
     from flows.tracking import ensure_experiment, flatten
 
-    uri = run.resolved_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    experiment_id = ensure_experiment(EXPERIMENT, run.state_path() / "mlflow" / "artifacts" if uri.startswith("sqlite") else None)
+    layout = run.layout()
+    mlflow.set_tracking_uri(layout.tracking_uri)
+    experiment_id = ensure_experiment(EXPERIMENT, layout.artifact_root)
     out = Path(result.out_dir)
     ids = {}
     for name, rows in result.curves.items():
@@ -263,12 +267,13 @@ def run_compare(run: RunConfig, *, points: int = 5, vlm_vocab: str = "cut", eval
     from vljepa.schedule import total_steps
 
     base = run.model_config()
-    data = stage("prepare-data", prepare_data, True)(run, base)
+    layout = run.layout()
+    data = stage("prepare-data", prepare_data, True)(base, layout, progress=run.progress, engine=run.engine)
     steps = snapshot_steps(total_steps(base, data.caches["train"].n_samples), points)
     cfg = replace(base, **{"train.snapshot_steps": tuple(steps)})
     vlm_cfg = TokenVLMConfig(vocab=vlm_vocab)  # type: ignore[arg-type]
     key = content_key(cfg.to_json(), vlm_cfg.to_json(), data.caches["train"].cache_key)
-    root = run.state_path() / "compare" / key
+    root = layout.compare / key
     root.mkdir(parents=True, exist_ok=True)
     vljepa_dir, vlm_dir = root / "vl-jepa", root / "token-vlm"
     stage("train-vl-jepa", train_vljepa, False)(cfg, run, data, vljepa_dir)
@@ -285,29 +290,3 @@ def run_compare(run: RunConfig, *, points: int = 5, vlm_vocab: str = "cut", eval
     if log_to_mlflow:
         result.mlflow_run_ids = stage("log-to-mlflow", log_compare, True)(result, run, cfg, flow_run_id)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.compare", description=(
-        "Train VL-JEPA and a token-generating VLM alike (same tokens, LM layers, data, batch, schedule), "
-        "evaluate both at log-spaced samples seen, and plot CIDEr / top-5 vs samples (paper Fig. 3)."))
-    parser.add_argument("--preset", default="small", choices=["small", "tiny", "paper"])
-    parser.add_argument("--points", type=int, default=5, help="log-spaced evaluation points")
-    parser.add_argument("--vocab", default="cut", choices=["cut", "full"], help="the VLM's output vocabulary")
-    parser.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"], help="VL-JEPA's training")
-    parser.add_argument("--n-videos", type=int, default=None)
-    parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--state-dir", default=None)
-    parser.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    run = RunConfig(preset=args.preset, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
-                    launcher=args.launcher, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
-    result = run_compare(run, points=args.points, vlm_vocab=args.vocab)
-    print(result.markdown)
-    print(f"\nfigure: {result.out_dir}/compare.png")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
-"""Prefect flow ``evaluate`` (deployment ``full``): the paper's tasks, embedding analysis, MLflow.
+"""The evaluation stage: the paper's tasks, embedding analysis, MLflow (flow ``evaluate``:
+``flows/prefect_flows/evaluate.py``).
 
-``run_evaluation(...)`` is the in-process entry point (tests and ``pretrain/full`` call it);
-the flow is a thin wrapper. Steps: load the checkpoint; train (or re-use) the y-decoder on the
+``run_evaluation(...)`` is the in-process entry point (tests and ``pretrain/full`` call it). Steps: load the checkpoint; train (or re-use) the y-decoder on the
 train split's texts and score its round trip on held-out captions; run every task on the test
 split's cached tokens; analyse the embedding spaces; write JSON + markdown + PNGs; log them into
 the training run; register the pyfunc (with the decoder) and promote it to ``champion`` if it
@@ -11,11 +11,13 @@ beats the current one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.loaders import decoder_texts, load_task_data, load_vocabulary
+from vljepa.files import content_key_sha256, file_sha256
 
 ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
 
@@ -39,81 +41,7 @@ class EvalConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data from the manifest
-
-
-def _annotations(db_path: Path, split: str, dataset: str) -> dict[str, dict]:
-    """source_id -> {"caption", "label", "events", "qa"} for one split."""
-    from preprocessing.manifest import load_sql, open_manifest
-    from vljepa.tasks.common import Event
-
-    con = open_manifest(db_path)
-    try:
-        result = con.execute(load_sql("task_annotations"), {"split": split, "dataset": dataset})
-        columns = [c[0] for c in result.description]
-        rows = [dict(zip(columns, r)) for r in result.fetchall()]
-    finally:
-        con.close()
-    out: dict[str, dict] = {}
-    for row in rows:
-        entry = out.setdefault(row["source_id"], {"caption": None, "label": None, "events": [], "qa": []})
-        if row["task"] == "caption" and row["idx"] == 0:
-            entry["caption"] = row["text"]
-        elif row["task"] == "classification" and row["idx"] == 0:
-            entry["label"] = row["label"]
-        elif row["task"] == "event":
-            entry["events"].append(Event(text=row["text"] or "", start_s=row["start_s"], end_s=row["end_s"],
-                                         attributes=json.loads(row["attributes"] or "{}")))
-        elif row["task"] == "vqa":
-            entry["qa"].append((row["question"], row["answer"]))
-    return out
-
-
-def load_task_data(db_path: str | Path, cache_path: str | Path, split: str, *, num_frames: int,
-                   dataset: str = "synthetic"):
-    """Join a split's cached tokens with all its annotations from the DuckDB manifest."""
-    from preprocessing.cache import read_token_cache
-    from vljepa.tasks.common import TaskData
-
-    cache = read_token_cache(cache_path)
-    notes = _annotations(Path(db_path), split, dataset)
-    missing = [s for s in cache.sample_ids if s not in notes or not notes[s]["caption"]]
-    if missing:
-        raise KeyError(f"{len(missing)} cached samples have no caption in split {split!r}, e.g. {missing[:3]}")
-    ids = list(cache.sample_ids)
-    return TaskData(sample_ids=ids, tokens=cache.tokens, captions=[notes[s]["caption"] for s in ids],
-                    labels=[notes[s]["label"] for s in ids], events=[notes[s]["events"] for s in ids],
-                    qa=[notes[s]["qa"] for s in ids], num_frames=num_frames)
-
-
-def decoder_texts(db_path: str | Path, split: str = "train", dataset: str = "synthetic") -> list[str]:
-    """The y-decoder's training texts: captions, event captions and VQA answers of a split."""
-    texts = []
-    for entry in _annotations(Path(db_path), split, dataset).values():
-        texts += [entry["caption"]] if entry["caption"] else []
-        texts += [e.text for e in entry["events"] if e.text]
-        texts += [a for _, a in entry["qa"]]
-    return texts
-
-
-def load_vocabulary(corpus_dir: str | Path):
-    from vljepa.tasks.hard_negatives import Vocabulary
-
-    meta = json.loads((Path(corpus_dir) / "corpus.json").read_text())
-    return meta["labels"], Vocabulary(colours=tuple(meta["colours"]), shapes=tuple(meta["shapes"]),
-                                      motions=tuple(meta["motions"]))
-
-
-# ---------------------------------------------------------------------------------------------
 # The y-decoder (trained once per checkpoint and decoder config)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cfg: EvalConfig):
@@ -125,7 +53,7 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
     if cfg.decoder_steps is not None:
         dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)
-    key = hashlib.sha256((_file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json()).encode()).hexdigest()
+    key = content_key_sha256(file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json())
     decoder_dir = out_dir / "decoder"
     stamp = decoder_dir / "source.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
@@ -150,7 +78,7 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     """Evaluate a checkpoint on every task; log into MLflow run ``run_id`` if given.
 
     Args:
-        checkpoint_dir: ``model.safetensors`` + ``config.json`` (``vljepa.train.save_checkpoint``).
+        checkpoint_dir: ``model.safetensors`` + ``config.json`` (``vljepa.checkpoint.save_checkpoint``).
         db_path: the DuckDB manifest; test_cache / val_cache: Parquet token caches of those splits
             (val is optional; when given, retrieval and classification also run on it).
         corpus_dir: has ``corpus.json`` (labels, colours, shapes, motions).
@@ -161,11 +89,11 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     import torch
 
     from vljepa import analysis
-    from vljepa.decoder_train import round_trip
+    from vljepa.evaluate import round_trip
     from vljepa.evaluate import text_embeddings
     from vljepa.tasks import captioning, classification, hard_negatives, retrieval, vqa, world_prediction
     from vljepa.tasks.common import markdown_table, predict, write_result
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     started = time.perf_counter()
     checkpoint_dir, db_path = Path(checkpoint_dir), Path(db_path)
@@ -287,42 +215,3 @@ def log_to_mlflow(run_id: str, tracking_uri: str | None, metrics: dict[str, floa
         info.update(version=registration.version, created=registration.created, promoted=promotion.promoted,
                     champion_version=promotion.champion_version, promotion_reason=promotion.reason)
     return info
-
-
-# ---------------------------------------------------------------------------------------------
-# Prefect
-
-
-def _flow():
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
-
-    @flow(name="evaluate", log_prints=True)
-    def evaluate(checkpoint_dir: str, db_path: str, test_cache: str, corpus_dir: str, run_id: str | None = None,
-                 val_cache: str | None = None, tracking_uri: str | None = None, out_dir: str | None = None,
-                 register: bool = True) -> dict:
-        """Every task of the paper on a checkpoint; logs into the training run and registers the model."""
-        step = task(run_evaluation, name="run_evaluation", retries=0, cache_policy=NO_CACHE)
-        summary = step(checkpoint_dir, db_path, test_cache, corpus_dir, run_id, val_cache=val_cache,
-                       tracking_uri=tracking_uri, out_dir=out_dir, cfg=EvalConfig(register=register))
-        print((Path(summary["out_dir"]) / "summary.md").read_text())
-        return summary
-
-    return evaluate
-
-
-try:  # the flow object exists only where prefect is installed (vljepa itself never imports this)
-    evaluate = _flow()
-except ImportError:  # pragma: no cover
-    evaluate = None
-
-
-def deploy_evaluate(work_pool: str = "local-pool") -> str:
-    """Create deployment ``evaluate/full`` on ``work_pool``; returns its name."""
-    from flows.stages import REPO_ROOT
-
-    flow = evaluate.from_source(source=str(REPO_ROOT), entrypoint="flows/evaluate.py:evaluate")
-    flow.deploy(name="full", work_pool_name=work_pool,
-                description="The paper's evaluation tasks, embedding analysis and MLflow registration.",
-                print_next_steps=False)
-    return "evaluate/full"

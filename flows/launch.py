@@ -1,6 +1,6 @@
 """Launch a training job: inline, as a local submitit subprocess, or as a Slurm job.
 
-The same function runs in all three (``flows.stages.run_training``), wrapped in ``TrainJob``, a
+The same function runs in all three (``flows.job.run_training``), wrapped in ``TrainJob``, a
 ``submitit.helpers.Checkpointable``: on preemption or timeout Slurm signals the job, submitit
 calls ``TrainJob.checkpoint`` and requeues it; the requeued job finds the run directory's last
 checkpoint and resumes from it (``vljepa.train.train`` always resumes what it finds).
@@ -21,7 +21,8 @@ from typing import Any, Literal
 import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
-from flows.stages import TrainDataSpec, TrainSummary, run_training
+from flows.job import TrainDataSpec, TrainSummary, run_training
+from flows.train_tracker import TrackingSpec
 from vljepa.config import VLJepaConfig
 
 LauncherName = Literal["slurm", "local", "inline"]
@@ -77,7 +78,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     """The submitit job: run (or resume) training; requeued from its last checkpoint on timeout."""
 
     def __call__(self, cfg_json: str, spec: TrainDataSpec, out_dir: str, progress: bool = True,
-                 tracking: Any = None) -> TrainSummary:
+                 tracking: TrackingSpec | None = None) -> TrainSummary:
         return run_training(cfg_json, spec, out_dir, progress=progress, tracking=tracking)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -91,7 +92,7 @@ class Launched:
     """A running (or finished inline) training job."""
 
     launcher: str
-    job: Any = None  # submitit.Job
+    job: submitit.Job | None = None  # None: ran inline, ``summary`` is set
     summary: TrainSummary | None = None
 
     @property
@@ -124,6 +125,7 @@ class Launched:
         """Wait for the job; its failure is raised with the tail of its stderr."""
         if self.summary is not None:
             return self.summary
+        assert self.job is not None
         try:
             self.summary = self.job.result()
         except Exception as exc:
@@ -149,7 +151,7 @@ def make_executor(cfg: VLJepaConfig, launcher: Literal["slurm", "local"], folder
 
 
 def launch(cfg: VLJepaConfig, spec: TrainDataSpec, out_dir: str | Path, *, launcher: LauncherName,
-           folder: str | Path, progress: bool = True, tracking: Any = None, local_tasks: int = 1) -> Launched:
+           folder: str | Path, progress: bool = True, tracking: TrackingSpec | None = None, local_tasks: int = 1) -> Launched:
     """Start training; ``.result()`` waits for it. Inline runs in this process and returns finished."""
     args = (cfg.to_json(), spec, str(out_dir), progress, tracking)
     if launcher == "inline":

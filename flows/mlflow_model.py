@@ -22,7 +22,7 @@ INPUT_KINDS = ("video", "tokens", "text")
 
 class VLJepaPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from vljepa.train import load_checkpoint
+        from vljepa.checkpoint import load_checkpoint
 
         self.model = load_checkpoint(context.artifacts["checkpoint"])
         self.decoder = None

@@ -1,57 +1,94 @@
-"""The pretraining pipeline, one sequence of stages shared by Prefect and the plain CLI.
+"""The pretraining pipeline (the main job): one sequence of stages shared by Prefect and ``vljepa run``.
 
-``run_pipeline(run, stage=...)``: ``stage(name, fn, io)`` wraps each stage function; the
-default calls it directly, the Prefect flow wraps it in a task (with retries for I/O stages).
+corpus → manifest → frozen tokens → stage-1 training (image phase, then image + video) →
+evaluation → MLflow tracking → evaluation suite + registration. ``run_pipeline(run, stage=...)``:
+``stage(name, fn, io)`` wraps each step (``flows.stage``); every step is content-addressed, so a
+re-run with nothing changed reuses each one, and after a failure only the failed step and those
+after it run again.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.stages import (
-    RunConfig,
-    StageWrapper,
-    SplitCache,
-    TrainSummary,
-    cache_split_tokens,
-    content_key,
-    direct,
-    evaluate_checkpoint,
-    import_manifest,
-    launch_training,
-    prepare_corpus,
-)
+from flows.data import ImportCounts, SplitCache, cache_split_tokens, import_manifest, prepare_corpus
+from flows.env import StateLayout
+from flows.job import TrainDataSpec, TrainSummary
+from flows.resolve import RunConfig
+from flows.stage import StageWrapper, direct
+from vljepa.config import VLJepaConfig
+from vljepa.files import content_key
 
-def train_phase(cfg, run: RunConfig, db_path: Path, cache: SplitCache, name: str) -> TrainSummary:
+EXPERIMENT = "vljepa-pretrain"
+
+
+def train_phase(cfg: VLJepaConfig, run: RunConfig, layout: StateLayout, cache: SplitCache, name: str) -> TrainSummary:
     """Train one phase into a content-addressed directory (config + training data): a re-run with
     nothing changed finds the model there and returns its summary instead of training again."""
-    out = run.state_path() / "models" / f"{name}-{content_key(cfg.to_json(), cache.cache_key)}"
-    done = out / "train_summary.json"
-    if (out / "model.safetensors").is_file() and done.is_file():
-        saved = json.loads(done.read_text())
-        return TrainSummary(checkpoint_dir=str(out), history=saved.get("history", []), steps=saved["steps"],
-                            samples_seen=saved["samples_seen"], seconds=saved["seconds"], reused=True)
-    return launch_training(cfg, run, db_path, cache.path, out)
+    from flows.launch import launch
+
+    out = layout.models / f"{name}-{content_key(cfg.to_json(), cache.cache_key)}"
+    found = TrainSummary.load(out)
+    if found is not None:
+        return found
+    spec = TrainDataSpec(db_path=str(layout.manifest), train_cache=cache.path)
+    return launch(cfg, spec, out, launcher=run.launcher, folder=layout.submitit, progress=run.progress).result()
 
 
-def evaluate_model(checkpoint_dir: str, db_path: Path, test: SplitCache, corpus_dir: Path) -> dict:
-    """Retrieval + classification on the test split, kept beside the model (keyed by the test cache)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """Retrieval + classification on the test split, next to chance."""
+
+    metrics: dict[str, float]
+    chance: dict[str, float]
+    n_test: int
+    reused: bool = False
+
+
+def evaluate_checkpoint(checkpoint_dir: str, db_path: Path, test_cache: str, corpus_dir: Path) -> Evaluation:
+    """Retrieval and classification of a checkpoint on the held-out test split."""
+    from flows.loaders import corpus_labels, load_split
+    from vljepa.evaluate import evaluate
+    from vljepa.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint_dir)
+    result = evaluate(model, load_split(db_path, test_cache, "test"), label_set=corpus_labels(corpus_dir))
+    return Evaluation(metrics=result.metrics, chance=result.chance, n_test=result.n_samples)
+
+
+def evaluate_model(checkpoint_dir: str, db_path: Path, test: SplitCache, corpus_dir: Path) -> Evaluation:
+    """``evaluate_checkpoint``, kept beside the model (keyed by the test cache)."""
     stamp = Path(checkpoint_dir) / "test_metrics.json"
     if stamp.is_file():
         saved = json.loads(stamp.read_text())
         if saved.get("test_cache") == test.cache_key:
-            return {**saved["evaluation"], "reused": True}
+            return Evaluation(**saved["evaluation"], reused=True)
     evaluation = evaluate_checkpoint(checkpoint_dir, db_path, test.path, corpus_dir)
-    stamp.write_text(json.dumps({"test_cache": test.cache_key, "evaluation": evaluation}, indent=2))
+    record = {"metrics": evaluation.metrics, "chance": evaluation.chance, "n_test": evaluation.n_test}
+    stamp.write_text(json.dumps({"test_cache": test.cache_key, "evaluation": record}, indent=2))
     return evaluation
 
 
-def track(run: RunConfig, cfg, summary, evaluation: dict, caches: dict, counts: dict, run_name: str,
-          flow_run_id: str | None) -> dict[str, str]:
+@dataclass
+class Tracked:
+    """The MLflow run of a pretraining run, and what the registry holds for it."""
+
+    run_id: str
+    experiment_id: str
+    reused: bool = False
+    model_version: str | None = None
+    model_uri: str | None = None
+    champion_version: str | None = None
+    promoted: bool = False
+    ui_url: str | None = None
+
+
+def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: TrainSummary, evaluation: Evaluation,
+          caches: dict[str, SplitCache], counts: ImportCounts, run_name: str, flow_run_id: str | None) -> Tracked:
     """Log the run to MLflow once per trained model (found again by its ``vljepa.model_key`` tag)."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -59,46 +96,78 @@ def track(run: RunConfig, cfg, summary, evaluation: dict, caches: dict, counts: 
     from flows.tracking import log_and_register
 
     model_key = Path(summary.checkpoint_dir).name
-    mlflow.set_tracking_uri(run.resolved_tracking_uri())
-    experiment = mlflow.get_experiment_by_name(run.experiment)
-    if experiment is not None:
-        found = MlflowClient().search_runs([experiment.experiment_id], max_results=1,
+    experiment = run.experiment or EXPERIMENT
+    mlflow.set_tracking_uri(layout.tracking_uri)
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        found = MlflowClient().search_runs([existing.experiment_id], max_results=1,
                                            filter_string=f"tags.`vljepa.model_key` = '{model_key}'")
         if found:
-            return {"run_id": found[0].info.run_id, "experiment_id": experiment.experiment_id, "reused": True}
+            return Tracked(run_id=found[0].info.run_id, experiment_id=existing.experiment_id, reused=True)
     tags = {"preset": cfg.preset, "stage": "pretrain", "launcher": run.launcher, "vljepa.model_key": model_key}
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
     extra = {"data.n_train": caches["train"].n_samples, "data.n_test": caches["test"].n_samples,
              "data.train_cache": caches["train"].cache_key, "data.test_cache": caches["test"].cache_key,
-             "data.n_import_failed": counts["n_failed"], "train.steps_run": summary.steps,
+             "data.n_import_failed": counts.n_failed, "train.steps_run": summary.steps,
              "train.samples_seen": summary.samples_seen, "train.seconds": round(summary.seconds, 1)}
     if cfg.train.init_from:
         extra["train.init_from_phase"] = Path(cfg.train.init_from).name
-    return log_and_register(
-        tracking_uri=run.resolved_tracking_uri(), experiment=run.experiment,
-        registered_model=run.registered_model, run_name=run_name, cfg=cfg, history=summary.history,
-        evaluation=evaluation, checkpoint_dir=summary.checkpoint_dir, extra_params=extra, tags=tags,
-        artifact_root=run.state_path() / "mlflow" / "artifacts", register=False,
-    )
+    logged = log_and_register(
+        tracking_uri=layout.tracking_uri, experiment=experiment, registered_model=run.registered_model,
+        run_name=run_name, cfg=cfg, history=summary.history,
+        evaluation={"metrics": evaluation.metrics, "chance": evaluation.chance, "n_test": evaluation.n_test},
+        checkpoint_dir=summary.checkpoint_dir, extra_params=extra, tags=tags,
+        artifact_root=layout.mlflow_artifacts, register=False)
+    return Tracked(run_id=logged["run_id"], experiment_id=logged["experiment_id"])
 
 
-def evaluate_suite(run: RunConfig, checkpoint_dir: str, db_path, test: SplitCache, corpus_dir, run_id: str) -> dict:
+def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, test: SplitCache, corpus_dir: Path,
+                   run_id: str) -> dict[str, Any]:
     """Every task of the paper on the test split (y-decoder trained here), logged into the run; the
     model + decoder is registered as ``candidate`` and promoted to ``champion`` if it is better.
     Done once per (model, test data, MLflow run): a re-run returns the saved summary."""
-    from flows.evaluate import run_evaluation
+    from flows.evaluate import EvalConfig, run_evaluation
 
     stamp = Path(f"{checkpoint_dir}-eval") / "pipeline_stamp.json"
-    key = content_key(checkpoint_dir, test.cache_key, run_id, run.resolved_tracking_uri())
+    key = content_key(checkpoint_dir, test.cache_key, run_id, layout.tracking_uri)
     if stamp.is_file():
         saved = json.loads(stamp.read_text())
         if saved.get("key") == key:
             return {**saved["summary"], "reused": True}
-    summary = run_evaluation(checkpoint_dir, db_path, test.path, corpus_dir, run_id,
-                             tracking_uri=run.resolved_tracking_uri())
+    summary = run_evaluation(checkpoint_dir, layout.manifest, test.path, corpus_dir, run_id,
+                             tracking_uri=layout.tracking_uri, cfg=EvalConfig(registered_model=run.registered_model))
     stamp.write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
     return summary
+
+
+@dataclass
+class PipelineResult:
+    """What ``run_pipeline`` returns: the test metrics, the registered model and what was reused."""
+
+    run_name: str
+    preset: str
+    phases: list[str]
+    metrics: dict[str, float]
+    chance: dict[str, float]
+    suite_metrics: dict[str, float]
+    suite_chance: dict[str, float]
+    n_test: int
+    n_train: int
+    train_steps: int
+    train_seconds: float
+    final_loss: float | None
+    checkpoint_dir: str
+    mlflow: Tracked
+    reused_caches: list[str] = field(default_factory=list)
+    reused_stages: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
 
 
 def _reused(out: Any) -> bool:
@@ -107,14 +176,8 @@ def _reused(out: Any) -> bool:
     return bool(getattr(out, "reused", False))
 
 
-def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: str | None = None) -> dict[str, Any]:
-    """corpus → manifest → frozen tokens → stage-1 training (image phase, then image + video) →
-    evaluation → MLflow tracking → evaluation suite + registration.
-
-    Every stage is content-addressed: a re-run with nothing changed reuses each one (and says so),
-    and after a failure a re-run redoes only the failed stage and those after it.
-    ``run.phase``: None = both phases chained; "image" or "video" = that phase alone.
-    """
+def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: str | None = None) -> PipelineResult:
+    """The main job. ``run.phase``: None = both stage-1 phases chained; "image" or "video" = that phase alone."""
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
     reused: list[str] = []
@@ -137,106 +200,67 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
         return timed
 
     phases = ("image", "video") if run.phase is None else (run.phase,)
-    cfg = run.phase_config(phases[-1])
-    state = run.state_path()
-    state.mkdir(parents=True, exist_ok=True)
-    db_path = state / "manifest.duckdb"
+    cfg = run.stage_config("pretrain", phases[-1])
+    layout = run.layout().ensure()
     run_name = f"pretrain-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, state, progress=run.progress)
-    counts = stage("import-manifest", import_manifest, True)(db_path, corpus_dir)
+    corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, layout, progress=run.progress)
+    counts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir)
     init_from: str | None = None
     for phase in phases:
-        phase_cfg = run.phase_config(phase, init_from=init_from)
+        phase_cfg = run.stage_config("pretrain", phase, init_from=init_from)
         suffix = f"-{phase}" if len(phases) > 1 else ""
         splits = ("train", "test") if phase == phases[-1] else ("train",)
         caches = {split: stage(f"cache-tokens-{split}{suffix}", cache_split_tokens, True)(
-            phase_cfg, db_path, state, split, progress=run.progress, engine=run.engine) for split in splits}
-        summary = stage(f"train{suffix}", train_phase, False)(phase_cfg, run, db_path, caches["train"],
+            phase_cfg, layout, split, progress=run.progress, engine=run.engine) for split in splits}
+        summary = stage(f"train{suffix}", train_phase, False)(phase_cfg, run, layout, caches["train"],
                                                              f"pretrain-{phase}-{cfg.preset}")
         init_from = summary.checkpoint_dir
         cfg = phase_cfg
-    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, db_path, caches["test"], corpus_dir)
-    tracked = stage("track", track, True)(run, cfg, summary, evaluation, caches, counts, run_name, flow_run_id)
-    suite = stage("evaluate-and-register", evaluate_suite, False)(run, summary.checkpoint_dir, db_path,
-                                                                  caches["test"], corpus_dir, tracked["run_id"])
+    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, caches["test"],
+                                                          corpus_dir)
+    tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, caches, counts, run_name, flow_run_id)
+    suite = stage("evaluate-and-register", evaluate_suite, False)(run, layout, summary.checkpoint_dir, caches["test"],
+                                                                  corpus_dir, tracked.run_id)
     registration = suite.get("mlflow", {})
-    tracked = {**tracked, "model_version": str(registration.get("version")),
-               "model_uri": f"models:/{run.registered_model}@candidate",
-               "champion_version": str(registration.get("champion_version")),
-               "promoted": bool(registration.get("promoted")),
-               "ui_url": mlflow_run_url(run.resolved_tracking_uri(), tracked)}
-    return {
-        "run_name": run_name,
-        "preset": cfg.preset,
-        "phases": list(phases),
-        "metrics": evaluation["metrics"],
-        "suite_metrics": suite["metrics"],
-        "suite_chance": suite["chance"],
-        "chance": evaluation["chance"],
-        "n_test": evaluation["n_test"],
-        "n_train": caches["train"].n_samples,
-        "train_steps": summary.steps,
-        "train_seconds": round(summary.seconds, 1),
-        "final_loss": summary.history[-1]["loss"] if summary.history else None,
-        "reused_caches": [s for s, c in caches.items() if c.reused],
-        "reused_stages": reused,
-        "mlflow": tracked,
-        "checkpoint_dir": summary.checkpoint_dir,
-        "seconds": round(time.perf_counter() - started, 1),
-        "stage_seconds": stage_seconds,
-    }
+    tracked.model_version = str(registration.get("version"))
+    tracked.model_uri = f"models:/{run.registered_model}@candidate"
+    tracked.champion_version = str(registration.get("champion_version"))
+    tracked.promoted = bool(registration.get("promoted"))
+    tracked.ui_url = mlflow_run_url(layout.tracking_uri, tracked)
+    return PipelineResult(
+        run_name=run_name, preset=cfg.preset, phases=list(phases), metrics=evaluation.metrics,
+        chance=evaluation.chance, suite_metrics=suite["metrics"], suite_chance=suite["chance"],
+        n_test=evaluation.n_test, n_train=caches["train"].n_samples, train_steps=summary.steps,
+        train_seconds=round(summary.seconds, 1), final_loss=summary.final_loss, checkpoint_dir=summary.checkpoint_dir,
+        mlflow=tracked, reused_caches=[s for s, c in caches.items() if c.reused], reused_stages=reused,
+        stage_seconds=stage_seconds, seconds=round(time.perf_counter() - started, 1))
 
 
-def mlflow_run_url(tracking_uri: str, tracked: dict) -> str | None:
+def mlflow_run_url(tracking_uri: str, tracked: Tracked) -> str | None:
     """The MLflow UI page of a run, when tracking goes to a server (None for a local SQLite file)."""
     if not tracking_uri.startswith("http"):
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{tracked['experiment_id']}/runs/{tracked['run_id']}"
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}"
 
 
-def format_report(result: dict[str, Any]) -> str:
+def format_report(result: PipelineResult) -> str:
     """Human-readable summary: metrics next to chance."""
-    m, c = result["metrics"], result["chance"]
-    lines = [f"VL-JEPA pretrain ({result['preset']}) — {result['run_name']} in {result['seconds']} s",
-             f"  train: {result['n_train']} clips, {result['train_steps']} steps, final loss {result['final_loss']:.3f}",
-             f"  test (held-out compositions, n={result['n_test']}):"]
+    m, c = result.metrics, result.chance
+    loss = f"{result.final_loss:.3f}" if result.final_loss is not None else "n/a"
+    lines = [f"VL-JEPA pretrain ({result.preset}) — {result.run_name} in {result.seconds} s",
+             f"  train: {result.n_train} clips, {result.train_steps} steps, final loss {loss}",
+             f"  test (held-out compositions, n={result.n_test}):"]
     for key in ("t2v_r1", "t2v_r5", "v2t_r1", "cls_top1", "cls_top5"):
         if key in m:
             chance = f" (chance {c[key]:.3f}, ×{m[key] / c[key]:.1f})" if key in c and c[key] else ""
             lines.append(f"    {key:<9} {m[key]:.3f}{chance}")
-    suite, suite_chance = result.get("suite_metrics", {}), result.get("suite_chance", {})
     for key in ("captioning/cider", "vqa/accuracy", "hard_negatives/video_accuracy", "world_prediction/accuracy"):
-        if key in suite:
-            chance = f" (chance {suite_chance[key]:.3f})" if key in suite_chance else ""
-            lines.append(f"    {key:<26} {suite[key]:.3f}{chance}")
-    if result.get("reused_stages"):
-        lines.append(f"  reused (nothing changed): {', '.join(result['reused_stages'])}")
-    promoted = " → promoted to champion" if result["mlflow"].get("promoted") else ""
-    lines.append(f"  registered: {result['mlflow']['model_uri']} (version {result['mlflow']['model_version']}){promoted}")
+        if key in result.suite_metrics:
+            chance = f" (chance {result.suite_chance[key]:.3f})" if key in result.suite_chance else ""
+            lines.append(f"    {key:<26} {result.suite_metrics[key]:.3f}{chance}")
+    if result.reused_stages:
+        lines.append(f"  reused (nothing changed): {', '.join(result.reused_stages)}")
+    promoted = " → promoted to champion" if result.mlflow.promoted else ""
+    lines.append(f"  registered: {result.mlflow.model_uri} (version {result.mlflow.model_version}){promoted}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vljepa run", description=(
-        "Run the pretraining pipeline in this process (no Prefect server needed): generate the "
-        "procedural corpus, cache frozen x-encoder tokens, train predictor + y-encoder, evaluate on "
-        "the held-out test split and register the model in MLflow."))
-    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
-    parser.add_argument("--config", default=None, help="a VLJepaConfig JSON file (start from `vljepa config --preset paper`); overrides --preset")
-    parser.add_argument("--n-videos", type=int, default=None, help="corpus size (default: the preset's)")
-    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: the preset's)")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--launcher", default="local", choices=["inline", "local"],
-                        help="inline: train in this process; local: a submitit subprocess (default)")
-    parser.add_argument("--engine", default="local", choices=["local", "ray"],
-                        help="preprocessing engine: local threads, or a Ray Data pipeline (RAY_ADDRESS for a cluster)")
-    parser.add_argument("--state-dir", default=None, help="default: $VLJEPA_STATE_DIR or <repo>/.vljepa")
-    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or SQLite in the state dir")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    run = RunConfig(preset=args.preset, config_path=args.config, n_videos=args.n_videos, epochs=args.epochs, max_steps=args.max_steps,
-                    launcher=args.launcher, engine=args.engine, state_dir=args.state_dir, tracking_uri=args.tracking_uri)
-    result = run_pipeline(run)
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
-    return 0

@@ -1,25 +1,33 @@
-"""Prefect flow ``preprocess`` (deployment ``preprocess/full``): import -> decode/sample ->
-encode -> sharded token cache -> manifest update.
+"""The preprocess stage: import a source into the manifest, then decode/sample → encode → sharded
+token cache per split (the Prefect flow ``preprocess`` is ``flows/prefect_flows/preprocess.py``).
 
-The logic lives in plain functions (``import_step``, ``encode_step``; tests call them);
-the flow wraps them as tasks with retries on I/O and ``cache_policy=NO_CACHE`` (the stages are
-content-addressed themselves: a re-run with nothing changed does no decoding or encoding).
+``run_preprocess(cfg)`` is the whole stage; ``import_source`` and ``encode_split`` are its two
+steps, each content-addressed or idempotent (a re-run with nothing changed decodes nothing).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from vljepa.config import XEncoderConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SourceKind = Literal["corpus", "folder", "video2dataset"]
 
 
-def import_step(manifest: str, source: str, *, kind: str = "corpus", dataset: str = "synthetic",
-                annotations: str | None = None, media_dir: str | None = None) -> dict[str, int]:
+@dataclass(frozen=True)
+class ImportCounts:
+    """What a manifest import did: ``n_in == n_imported + n_skipped + n_failed``."""
+
+    n_in: int
+    n_imported: int
+    n_skipped: int
+    n_failed: int
+
+
+def import_source(manifest: str | Path, source: str, *, kind: SourceKind = "corpus", dataset: str = "synthetic",
+                  annotations: str | None = None, media_dir: str | None = None) -> ImportCounts:
     """Import ``source`` (a corpus dir, a folder with ``annotations``, or a video2dataset tar)."""
     from preprocessing.manifest import import_corpus, open_manifest
 
@@ -43,65 +51,74 @@ def import_step(manifest: str, source: str, *, kind: str = "corpus", dataset: st
             raise ValueError(f"kind must be corpus, folder or video2dataset, got {kind!r}")
     finally:
         con.close()
-    return {"n_in": summary.n_in, "n_imported": summary.n_imported, "n_skipped": summary.n_skipped,
-            "n_failed": summary.n_failed}
+    return ImportCounts(n_in=summary.n_in, n_imported=summary.n_imported, n_skipped=summary.n_skipped,
+                        n_failed=summary.n_failed)
 
 
-def encode_step(manifest: str, *, dataset: str, split: str, x_encoder: dict[str, Any], cache_root: str,
-                cache_format: str = "parquet", shard_size: int = 256, sampling: dict[str, Any] | None = None,
-                engine: str = "local", ray_address: str | None = None, decode_workers: int = 2) -> dict[str, Any]:
-    """Decode, sample, encode and cache one split; records the cache and failures in the manifest."""
-    from preprocessing.pipeline import CacheConfig
+def encode_split(manifest: str | Path, *, dataset: str, split: str, x_encoder: XEncoderConfig, cache,
+                 sampling=None, engine: str = "local", ray_address: str | None = None, decode_workers: int = 2,
+                 progress: bool = False):
+    """Decode, sample, encode and cache one split; records the cache and failures in the manifest.
+
+    Args:
+        cache: ``preprocessing.pipeline.CacheConfig`` (root, format, shard size).
+        sampling: ``preprocessing.sampling.SamplingConfig`` (default: uniform, the encoder's frames).
+    Returns ``preprocessing.pipeline.PreprocessResult``.
+    """
+    from flows.env import ray_address as ray_address_from_env
     from preprocessing.ray_pipeline import RayConfig
     from preprocessing.sampling import SamplingConfig
     from preprocessing.stage import PreprocessConfig, run
-    from vljepa.config import XEncoderConfig
 
-    cfg = PreprocessConfig(
-        manifest=manifest, dataset=dataset, split=split, x_encoder=XEncoderConfig(**x_encoder),
-        cache=CacheConfig(root=cache_root, format=cache_format, shard_size=shard_size),  # type: ignore[arg-type]
-        sampling=SamplingConfig(**(sampling or {})), engine=engine,  # type: ignore[arg-type]
-        ray=RayConfig(address=ray_address), decode_workers=decode_workers,
-    )
-    result = run(cfg)
-    return {"split": split, "cache_key": result.cache_key, "cache_dir": str(result.cache_dir),
-            "reused": result.reused, "n_in": result.n_in, "n_cached": result.n_cached_sources,
-            "n_failed": result.n_failed_sources, "n_samples": result.n_samples, "n_frames": result.n_frames,
-            "seconds": result.seconds}
+    cfg = PreprocessConfig(manifest=str(manifest), dataset=dataset, split=split, x_encoder=x_encoder, cache=cache,
+                           sampling=sampling or SamplingConfig(), engine=engine,  # type: ignore[arg-type]
+                           ray=RayConfig(address=ray_address or ray_address_from_env()), decode_workers=decode_workers, progress=progress)
+    return run(cfg)
 
 
-def _io_task(fn, name: str):
-    return task(fn, name=name, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@dataclass(frozen=True, kw_only=True)
+class PreprocessJob:
+    """One preprocess run: a source into the manifest, then the token cache of each split."""
+
+    manifest: str
+    source: str
+    cache_root: str
+    x_encoder: XEncoderConfig
+    kind: SourceKind = "corpus"
+    dataset: str = "synthetic"
+    annotations: str | None = None
+    media_dir: str | None = None
+    splits: tuple[str, ...] = ("train", "val", "test")
+    cache_format: Literal["parquet", "webdataset"] = "parquet"
+    shard_size: int | None = None  # None: preprocessing.pipeline.CacheConfig's default
+    sampling: object = None  # preprocessing.sampling.SamplingConfig; None: uniform, the encoder's frames
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    decode_workers: int = 2
+    progress: bool = False
 
 
-@flow(name="preprocess", log_prints=True)
-def preprocess(manifest: str, source: str, cache_root: str, x_encoder: dict[str, Any], *,
-               kind: str = "corpus", dataset: str = "synthetic", annotations: str | None = None,
-               media_dir: str | None = None, splits: list[str] | None = None, cache_format: str = "parquet",
-               shard_size: int = 256, sampling: dict[str, Any] | None = None, engine: str = "local",
-               ray_address: str | None = None) -> dict[str, Any]:
-    """Import ``source`` into ``manifest`` and cache frozen-encoder tokens of each split."""
-    imported = _io_task(import_step, "import")(manifest, source, kind=kind, dataset=dataset,
-                                               annotations=annotations, media_dir=media_dir)
-    print(f"import: {imported}")
-    caches = {}
-    for split in splits or ["train", "val", "test"]:
-        caches[split] = _io_task(encode_step, f"tokens-{split}")(
-            manifest, dataset=dataset, split=split, x_encoder=x_encoder, cache_root=cache_root,
-            cache_format=cache_format, shard_size=shard_size, sampling=sampling, engine=engine,
-            ray_address=ray_address)
-        print(f"tokens {split}: {caches[split]}")
-    return {"import": imported, "caches": caches}
+@dataclass
+class PreprocessSummary:
+    imported: ImportCounts
+    caches: dict[str, object] = field(default_factory=dict)  # split -> PreprocessResult
 
 
-def deploy_preprocess(work_pool: str = "local-pool", parameters: dict[str, Any] | None = None) -> str:
-    """Register deployment ``preprocess/full`` on ``work_pool``; returns its name."""
-    deployable = preprocess.from_source(source=str(REPO_ROOT), entrypoint="flows/preprocess.py:preprocess")
-    deployable.deploy(name="full", work_pool_name=work_pool, parameters=parameters or {},
-                      description="Import, decode/sample, encode and cache frozen tokens.", print_next_steps=False)
-    return "preprocess/full"
+def cache_config(job: PreprocessJob):
+    from preprocessing.pipeline import CacheConfig
+
+    extra = {"shard_size": job.shard_size} if job.shard_size is not None else {}
+    return CacheConfig(root=job.cache_root, format=job.cache_format, **extra)
 
 
-def encoder_dict(x_encoder_cfg: Any) -> dict[str, Any]:
-    """An XEncoderConfig as the JSON-able dict the flow takes."""
-    return dataclasses.asdict(x_encoder_cfg)
+def run_preprocess(job: PreprocessJob) -> PreprocessSummary:
+    """Import ``job.source``, then cache frozen-encoder tokens of each split."""
+    imported = import_source(job.manifest, job.source, kind=job.kind, dataset=job.dataset,
+                             annotations=job.annotations, media_dir=job.media_dir)
+    summary = PreprocessSummary(imported=imported)
+    for split in job.splits:
+        summary.caches[split] = encode_split(job.manifest, dataset=job.dataset, split=split, x_encoder=job.x_encoder,
+                                             cache=cache_config(job), sampling=job.sampling, engine=job.engine,
+                                             ray_address=job.ray_address, decode_workers=job.decode_workers,
+                                             progress=job.progress)
+    return summary

@@ -1,22 +1,19 @@
-"""Print the latest pretraining run's metrics from MLflow and where to look (UI URLs)."""
+"""The latest pretraining run's metrics from MLflow and where to look (UI URLs): ``vljepa report``."""
 
 from __future__ import annotations
 
-import argparse
-import os
 
-
-def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain") -> str:
+def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain", *, prefect_ui: str | None = None) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        raise SystemExit(f"no MLflow experiment {experiment!r} at {tracking_uri}: has pretrain/full run?")
+        raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}: has pretrain/full run?")
     runs = MlflowClient().search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise SystemExit(f"experiment {experiment!r} has no runs yet")
+        raise LookupError(f"experiment {experiment!r} has no runs yet")
     run = runs[0]
     m = run.data.metrics
     lines = [f"Latest run: {run.info.run_name} ({run.info.run_id}), status {run.info.status}",
@@ -40,20 +37,6 @@ def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain") ->
             pass
     if tracking_uri.startswith("http"):
         lines.append(f"MLflow UI:  {tracking_uri}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}")
-    prefect_ui = os.environ.get("PREFECT_UI_URL")
     if prefect_ui:
         lines.append(f"Prefect UI: {prefect_ui}/runs")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"))
-    parser.add_argument("--experiment", default="vljepa-pretrain")
-    args = parser.parse_args(argv)
-    print(latest_run_report(args.tracking_uri, args.experiment))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""The selective-decoding benchmark (paper Sec. 4.3) on the embedded corpus, and its Prefect flow.
+"""The selective-decoding benchmark (paper Sec. 4.3) on the embedded corpus (flow ``selective-decoding``:
+``flows/prefect_flows/selective_decoding.py``).
 
 Streams: the test split's multi-event clips (dense, timestamped event captions), decoded at a
 fixed fps and concatenated into streams of ~``stream_seconds``; the predictor emits one embedding
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flows.loaders import caption_bank, event_clips
 from vljepa.streaming import OnlineTriggerConfig, Stream, savings_factor, sweep
 from vljepa.streaming.embed import embed_stream
 from vljepa.streaming.selective import pareto_plot
@@ -36,24 +38,6 @@ class SelectiveConfig:
     thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
     pool: bool = True
     query: str = ""
-
-
-def event_clips(db_path: Path, cfg: SelectiveConfig) -> list[dict]:
-    """Clips with their event captions: ``[{source_id, path, duration, events: [(start, end, text)]}]``."""
-    from preprocessing.manifest import load_sql, open_manifest
-
-    con = open_manifest(db_path)
-    try:
-        rows = con.execute(load_sql("split_events"), {"dataset": cfg.dataset, "split": cfg.split,
-                                                       "min_events": cfg.min_events}).fetchall()
-    finally:
-        con.close()
-    clips: dict[str, dict] = {}
-    for source_id, path, duration, _, start, end, text in rows:
-        clip = clips.setdefault(source_id, {"source_id": source_id, "path": path, "duration": duration, "events": []})
-        clip["events"].append((float(start), float(end), str(text)))
-    out = list(clips.values())
-    return out[: cfg.max_clips] if cfg.max_clips else out
 
 
 class RetrievalDecoder:
@@ -102,7 +86,7 @@ def run_selective(model, encoder, db_path: Path, train_texts: list[str], cfg: Se
                   decoder=None) -> dict:
     """The sweep, the savings factors, the online trigger's latency and cost; writes plot + table + JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = event_clips(db_path, cfg)
+    clips = event_clips(db_path, cfg.split, dataset=cfg.dataset, min_events=cfg.min_events, max_clips=cfg.max_clips)
     if not clips:
         raise ValueError(f"no {cfg.split} clips with ≥ {cfg.min_events} events in {db_path}")
     with torch.no_grad():
@@ -117,7 +101,7 @@ def run_selective(model, encoder, db_path: Path, train_texts: list[str], cfg: Se
         "n_streams": len(streams), "n_clips": len(clips),
         "stream_seconds": float(sum(s.duration for s in streams)),
         "n_events": int(sum(len(s.captions) for s in streams)),
-        "decoder": "y-decoder" if type(decode).__name__ == "YDecoderCallable" else type(decode).__name__,
+        "decoder": "y-decoder" if isinstance(decode, YDecoderCallable) else type(decode).__name__,
         "rows": [asdict(r) for r in rows],
         "savings_vs_uniform_1hz": {m: savings_factor(rows, m) for m in ("ward", "online")},
         "online_mean_latency_windows": float(np.mean([r.mean_latency_windows for r in online_rows
@@ -144,3 +128,60 @@ def format_table(result: dict) -> str:
               f"(bound {result['online_latency_bound_windows']}); compute per window / stride = "
               f"{result['compute_per_window_over_stride']:.3f}."]
     return "\n".join(lines)
+
+
+def resolve_model(registered_model: str, alias: str, tracking_uri: str):
+    """The VLJepa module behind ``models:/NAME@ALIAS`` and the MLflow run that produced it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    version = MlflowClient().get_model_version_by_alias(registered_model, alias)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
+    return pyfunc.model, getattr(pyfunc, "decoder", None), version.run_id, str(version.version)
+
+
+class YDecoderCallable:
+    """The y-decoder as the sweep's ``decode``: (K, D) embeddings → K texts (greedy)."""
+
+    def __init__(self, decoder, batch_size: int = 64) -> None:
+        self.decoder, self.batch_size = decoder, batch_size
+
+    def __call__(self, embeddings):
+        import torch
+
+        out = []
+        for i in range(0, len(embeddings), self.batch_size):
+            batch = torch.as_tensor(embeddings[i : i + self.batch_size], dtype=torch.float32)
+            out += self.decoder.generate(batch, num_beams=1)
+        return out
+
+
+def sweep_registered_model(registered_model: str = "vljepa", alias: str = "candidate", state_dir: str | None = None,
+                           tracking_uri: str | None = None, max_clips: int | None = None, split: str = "test") -> dict:
+    """Run the sweep on the test streams for a registered model and log it to its run."""
+    import tempfile
+
+    import mlflow
+
+    from flows.env import StateLayout
+    from vljepa.encoders import build_x_encoder
+
+    layout = StateLayout.resolve(state_dir, tracking_uri)
+    model, decoder, run_id, version = resolve_model(registered_model, alias, layout.tracking_uri)
+    db = layout.manifest
+    cfg = SelectiveConfig(max_clips=max_clips, split=split)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_selective(model, build_x_encoder(model.cfg.x_encoder), db, caption_bank(db), cfg, Path(tmp),
+                               decoder=YDecoderCallable(decoder) if decoder is not None else None)
+        with mlflow.start_run(run_id=run_id):
+            for method, factor in result["savings_vs_uniform_1hz"].items():
+                if factor is not None:
+                    mlflow.log_metric(f"selective/savings_{method}", factor)
+            mlflow.log_metric("selective/compute_per_window_over_stride", result["compute_per_window_over_stride"])
+            if result["online_mean_latency_windows"] is not None:
+                mlflow.log_metric("selective/online_mean_latency_windows", result["online_mean_latency_windows"])
+            for name in ("pareto.png", "selective_decoding.md", "selective_decoding.json"):
+                mlflow.log_artifact(str(Path(tmp) / name), artifact_path="selective_decoding")
+    result["model"] = f"models:/{registered_model}@{alias} (version {version}, run {run_id})"
+    return result

@@ -9,7 +9,6 @@ from typing import Any
 
 from vljepa.config import VLJepaConfig
 
-from flows.registry import CANDIDATE_ALIAS  # re-exported: importers used to find it here
 
 
 def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
@@ -75,7 +74,7 @@ def log_and_register(*, tracking_uri: str, experiment: str, registered_model: st
     from mlflow.tracking import MlflowClient
 
     from flows.mlflow_model import log_pyfunc_model
-    from flows.registry import register_run_model
+    from flows.registry import CANDIDATE_ALIAS, register_run_model
 
     mlflow.set_tracking_uri(tracking_uri)
     # A local SQLite store has no server-side artifact root: keep artifacts beside the DB.

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flows.env import job_environment
 from flows.tracking import ensure_experiment, flatten, loss_curve_png
 from vljepa.config import VLJepaConfig
 
@@ -52,9 +53,7 @@ def system_info(world_size: int | None = None) -> dict[str, str]:
         info["sys.gpu_count"] = str(torch.cuda.device_count())
     if world_size is not None:
         info["sys.world_size"] = str(world_size)
-    for var in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SUBMITIT_EXECUTOR"):
-        if os.environ.get(var):
-            info[f"sys.{var.lower()}"] = os.environ[var]
+    info.update(job_environment())
     return info
 
 

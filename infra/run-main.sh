@@ -10,10 +10,10 @@ bash infra/setup.sh
 source infra/env.sh
 bash infra/up.sh
 echo "== registering deployments"
-.venv/bin/python -m flows.deploy
+.venv/bin/vljepa deploy
 echo "== running pretrain/full (Prefect UI: $PREFECT_UI_URL)"
 start=$SECONDS
 .venv/bin/prefect deployment run pretrain/full --watch "$@"
 echo "== pretrain/full finished in $((SECONDS - start)) s"
-.venv/bin/python -m flows.report
+.venv/bin/vljepa report
 echo "Services keep running; stop them with: bash infra/down.sh"

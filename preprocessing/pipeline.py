@@ -18,11 +18,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from preprocessing.cache import cache_key
 from preprocessing.decode import DecodeError, frames_to_tensor
 from preprocessing.encode import ClipRef
 from preprocessing.sampling import Sample, SamplingConfig, sample_clip
 from preprocessing.shards import ShardedCache, ShardFormat, TokenRecord
+from vljepa.files import canonical_sha256
 
 Engine = Literal["local", "ray"]
 
@@ -33,7 +33,7 @@ class CacheConfig:
 
     root: str  # directory of the sharded caches
     format: ShardFormat = "parquet"
-    shard_size: int = 256  # samples per shard
+    shard_size: int = 512  # samples per shard (the one default: the main job's token caches are keyed by it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ def sharded_cache_key(encoder: Any, sampling: SamplingConfig, cache: CacheConfig
     """Key over the encoder (id, weights hash, preprocessing, token layout), the sampling
     config, the shard format and size, and every clip's id and content hash."""
     spec = encoder.spec
-    return cache_key({
+    return canonical_sha256({
         "kind": "sharded-tokens/1",
         "encoder_id": encoder.encoder_id, "weights": encoder.weights_hash(),
         "num_frames": spec.num_frames, "image_size": spec.image_size,

@@ -16,7 +16,7 @@ Where Ray runs
 (``address="local"``: a Ray of its own, even if another one runs here) unless Ray is already
 initialised. To use a cluster, start it (``ray start --head`` on one
 node, ``ray start --address=HEAD:6379`` on the others) and either set
-``RAY_ADDRESS=HEAD:6379`` or pass ``address="HEAD:6379"`` (``"auto"`` inside a cluster node);
+``RAY_ADDRESS=HEAD:6379`` for the harness (``flows.env``) or pass ``address="HEAD:6379"`` (``"auto"`` inside a cluster node);
 then ``ray.init(address=...)`` connects and the same code runs there. Every node needs
 ffmpeg, this repository on its PYTHONPATH and read access to the video paths (a shared
 filesystem); set ``num_gpus=1`` to put each encoder actor on a GPU.
@@ -24,7 +24,6 @@ filesystem); set ``num_gpus=1`` to put each encoder actor on a GPU.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +50,7 @@ from preprocessing.shards import ShardedCache, TokenRecord
 class RayConfig:
     """How the Ray Data pipeline is laid out."""
 
-    address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray
+    address: str | None = None  # None: a local Ray of our own (the harness passes $RAY_ADDRESS: flows.env)
     num_cpus: int | None = 2  # local Ray only: CPUs it may use
     decode_concurrency: int = 2  # parallel decode tasks
     encode_actors: int = 1  # encoder actors (each loads the model once)
@@ -64,14 +63,13 @@ class RayConfig:
 
 
 def ensure_ray(cfg: RayConfig) -> None:
-    """Connect to the cluster named by cfg.address / $RAY_ADDRESS, or start a local Ray."""
+    """Connect to the cluster at ``cfg.address``, or start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
+    if cfg.address:
+        ray.init(address=cfg.address)
     else:
         # address="local": always a new Ray of our own, never a cluster some other process on
         # this machine happens to have started (ray.init() alone would join it).
@@ -115,7 +113,7 @@ class EncodeTokens:
     def __init__(self, encoder_cfg: Any) -> None:
         import torch
 
-        from vljepa.encoders.base import build_x_encoder
+        from vljepa.encoders import build_x_encoder
 
         torch.set_num_threads(1)  # one core per actor; actors give the parallelism
         self.encoder = build_x_encoder(encoder_cfg)

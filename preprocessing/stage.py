@@ -12,10 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from preprocessing.cache import canonical_json, file_sha256
 from preprocessing.encode import ClipRef
 from preprocessing.manifest import (
-    list_failures,  # noqa: F401  (re-exported for callers of this stage)
     open_manifest,
     record_failure,
     record_shards,
@@ -23,7 +21,10 @@ from preprocessing.manifest import (
     split_rows,
 )
 from preprocessing.pipeline import CacheConfig, Engine, PreprocessResult, run_local
+from preprocessing.ray_pipeline import RayConfig
 from preprocessing.sampling import SamplingConfig
+from vljepa.config import XEncoderConfig
+from vljepa.files import canonical_json, file_sha256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,13 +32,13 @@ class PreprocessConfig:
     manifest: str  # DuckDB file
     dataset: str
     split: str
-    x_encoder: Any  # vljepa.config.XEncoderConfig
+    x_encoder: XEncoderConfig
     cache: CacheConfig
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     engine: Engine = "local"
     batch_size: int = 16
     decode_workers: int = 2
-    ray: Any = None  # preprocessing.ray_pipeline.RayConfig (None: its defaults)
+    ray: RayConfig = field(default_factory=RayConfig)  # engine "ray" only
     progress: bool = False
 
 
@@ -49,7 +50,7 @@ def clips_of_split(con, dataset: str, split: str) -> list[ClipRef]:
 
 def run(cfg: PreprocessConfig, encoder: Any = None) -> PreprocessResult:
     """Preprocess one split of the manifest into a sharded token cache and record it."""
-    from vljepa.encoders.base import build_x_encoder
+    from vljepa.encoders import build_x_encoder
 
     encoder = encoder if encoder is not None else build_x_encoder(cfg.x_encoder)
     if cfg.sampling.strategy != "fps" and cfg.sampling.frames_per_sample() != encoder.spec.num_frames:
@@ -63,9 +64,9 @@ def run(cfg: PreprocessConfig, encoder: Any = None) -> PreprocessResult:
             raise ValueError(f"split {cfg.dataset}/{cfg.split} has no sources in {cfg.manifest}: import first")
         resolved = {"x_encoder": dataclasses.asdict(cfg.x_encoder), "dataset": cfg.dataset, "split": cfg.split}
         if cfg.engine == "ray":
-            from preprocessing.ray_pipeline import RayConfig, run_ray
+            from preprocessing.ray_pipeline import run_ray
 
-            result = run_ray(encoder, cfg.x_encoder, clips, cfg.sampling, cfg.cache, cfg.ray or RayConfig(),
+            result = run_ray(encoder, cfg.x_encoder, clips, cfg.sampling, cfg.cache, cfg.ray,
                              progress=cfg.progress, config=resolved)
         else:
             result = run_local(encoder, clips, cfg.sampling, cfg.cache, batch_size=cfg.batch_size,

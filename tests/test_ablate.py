@@ -73,7 +73,7 @@ def test_tiny_sweep_end_to_end_logs_runs_and_reuses_models(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from flows.ablate import EXPERIMENT_PREFIX, run_sweep
-    from flows.stages import RunConfig
+    from flows.resolve import RunConfig
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = RunConfig(preset="tiny", launcher="inline", state_dir=str(tmp_path / "state"), tracking_uri=uri, progress=False)
@@ -99,7 +99,7 @@ def test_tiny_sweep_end_to_end_logs_runs_and_reuses_models(tmp_path):
 
     from flows.ablate import overview
 
-    figure, tables = overview(tmp_path / "state", tmp_path / "overview.png", preset="tiny")
+    figure, tables = overview(run.layout(), tmp_path / "overview.png", preset="tiny")
     assert figure.stat().st_size > 5000 and "### Ablation `attention`" in tables and "`loss`" not in tables
 
     second = run_sweep("attention", run)
@@ -115,10 +115,11 @@ def test_slurm_array_path_submits_one_batch(tmp_path, monkeypatch):
     import submitit
 
     from flows import launch as launch_mod
-    from flows.stages import RunConfig, prepare_data
+    from flows.data import prepare_data
+    from flows.resolve import RunConfig
 
     run = RunConfig(preset="tiny", state_dir=str(tmp_path / "state"), progress=False)
-    data = prepare_data(run)
+    data = prepare_data(run.model_config(), run.layout(), progress=False)
     batches = []
 
     def local_executor(cfg, launcher, folder, **_):

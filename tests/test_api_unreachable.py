@@ -53,7 +53,7 @@ TRAIN_SCRIPT = '''
 import json, sys
 from pathlib import Path
 from flows.launch import launch
-from flows.stages import TrainDataSpec
+from flows.job import TrainDataSpec
 from flows.train_tracker import TrackingSpec
 from vljepa.config import get_preset, replace
 
@@ -71,13 +71,13 @@ RAY_SCRIPT = '''
 import json, sys
 from pathlib import Path
 import ray
-from preprocessing.cache import file_sha256
 from preprocessing.encode import ClipRef
 from preprocessing.pipeline import CacheConfig
 from preprocessing.ray_pipeline import RayConfig, ensure_ray, run_ray
 from preprocessing.sampling import SamplingConfig
 from vljepa.config import get_preset
-from vljepa.encoders.base import build_x_encoder
+from vljepa.encoders import build_x_encoder
+from vljepa.files import file_sha256
 
 tmp = Path(sys.argv[1])
 cfg = get_preset("tiny").x_encoder

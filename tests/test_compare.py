@@ -21,7 +21,7 @@ def test_snapshot_steps_are_log_spaced_and_end_at_the_last_step(total, points):
 @pytest.fixture(scope="module")
 def tiny_compare(tmp_path_factory):
     from flows.compare import run_compare
-    from flows.stages import RunConfig
+    from flows.resolve import RunConfig
 
     state = tmp_path_factory.mktemp("compare")
     run = RunConfig(preset="tiny", launcher="inline", state_dir=str(state), tracking_uri=f"sqlite:///{state}/mlflow.db",
@@ -62,7 +62,7 @@ def test_figure_table_and_mlflow_runs(tiny_compare):
     root = Path(result.out_dir)
     assert (root / "compare.png").stat().st_size > 5000
     assert "VLM CIDEr" in (root / "compare.md").read_text()
-    mlflow.set_tracking_uri(run.resolved_tracking_uri())
+    mlflow.set_tracking_uri(run.layout().tracking_uri)
     client = MlflowClient()
     for name, run_id in result.mlflow_run_ids.items():
         logged = client.get_run(run_id)

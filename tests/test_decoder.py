@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vljepa.decoder import ByteCodec, YDecoder, build_vocab, decoder_preset, load_decoder
-from vljepa.decoder_train import round_trip, train_decoder
+from vljepa.decoder_train import train_decoder
+from vljepa.evaluate import round_trip
 
 TEXTS = ["a red circle grows", "two blue squares move up", "a small green cross shrinks", "three white diamonds"]
 

@@ -37,7 +37,7 @@ def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.
 def test_deployment_run_completes_and_registers_a_model(services):
     env = services
     venv = ROOT / ".venv" / "bin"
-    subprocess.run([str(venv / "python"), "-m", "flows.deploy"], cwd=ROOT, env=env, check=True, timeout=120)
+    subprocess.run([str(venv / "vljepa"), "deploy"], cwd=ROOT, env=env, check=True, timeout=120)
     run_deployment(env, "pretrain/full", preset="tiny", launcher="local")
 
     import mlflow
@@ -57,7 +57,7 @@ def test_deployment_run_completes_and_registers_a_model(services):
     flow_run = json.loads(opener.open(request, timeout=10).read())
     assert flow_run["state"]["type"] == "COMPLETED"
 
-    report = subprocess.run([str(venv / "python"), "-m", "flows.report"], cwd=ROOT, env=env,
+    report = subprocess.run([str(venv / "vljepa"), "report"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=True, timeout=120)
     assert "test/t2v_r1" in report.stdout and "MLflow UI" in report.stdout
 
@@ -133,7 +133,7 @@ def test_prefect_ui_shows_the_completed_flow_run(services):
 
 
 def test_every_flow_has_its_deployments(services):
-    """flows.deploy (run by the first test) registered every deployment the README lists."""
+    """`vljepa deploy` (run by the first test) registered every deployment the README lists."""
     request = urllib.request.Request(f"{services['PREFECT_API_URL']}/deployments/filter", data=b"{}",
                                      headers={"Content-Type": "application/json"}, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -5,9 +5,9 @@ from prefect.utilities.callables import parameter_schema
 
 
 def _flows():
-    from flows.ablate_flow import ablate
-    from flows.compare_flow import compare
-    from flows.pretrain import pretrain
+    from flows.prefect_flows.ablate import ablate
+    from flows.prefect_flows.compare import compare
+    from flows.prefect_flows.pretrain import pretrain
 
     return {"pretrain": pretrain, "ablate": ablate, "compare": compare}
 

@@ -30,23 +30,25 @@ def test_dry_run_renders_the_sbatch_directives_from_the_config(tmp_path):
 
 
 def test_dry_run_cli_prints_config_and_script(capsys):
-    from flows.train_cli import main
+    from flows.cli import main
 
-    assert main(["--stage", "sft", "--preset", "paper", "--dry-run", "--set", "slurm.partition=h100"]) == 0
+    assert main(["train", "--stage", "sft", "--preset", "paper", "--dry-run", "--set", "slurm.partition=h100"]) == 0
     out = capsys.readouterr().out
     assert '"stage": "sft"' in out and '"max_steps": 35000' in out and '"schedule": "cosine"' in out
     assert "#SBATCH --partition=h100" in out and "#SBATCH --job-name=vljepa-sft-mix-paper" in out
 
 
 def test_misspelt_override_is_an_error():
-    from flows.train_cli import TrainJobConfig, resolve_config
+    from flows.resolve import ConfigError, RunConfig
+    from flows.train import TrainJobConfig
 
-    with pytest.raises(TypeError):
-        resolve_config(TrainJobConfig(preset="tiny", overrides=(("train.learning_rate", "1"),)))
+    job = TrainJobConfig(run=RunConfig(preset="tiny", overrides=("train.lrr=1",)))
+    with pytest.raises(ConfigError, match="did you mean 'train.lr"):
+        job.model_config()
 
 
 def test_recipe_presets():
-    from vljepa.config import stage_config
+    from vljepa.recipes import stage_config
 
     paper = get_preset("paper")
     image = stage_config(paper, "pretrain", "image")
@@ -106,7 +108,7 @@ def tiny_state(tmp_path) -> dict:
 
 
 def test_sft_samples_from_the_manifest(tiny_state):
-    from flows.stages import CLASSIFICATION_QUERY, load_sft_split
+    from flows.loaders import CLASSIFICATION_QUERY, load_sft_split
 
     data = load_sft_split(tiny_state["db"], str(tiny_state["cache"]), "train")
     assert len(data) == 16 * 4  # 2 VQA pairs + 1 caption + 1 label per clip
@@ -123,8 +125,8 @@ def test_sft_samples_from_the_manifest(tiny_state):
 
 
 def test_sft_trains_with_queries(tiny_state):
-    from flows.stages import load_sft_split
-    from vljepa.config import stage_config
+    from flows.loaders import load_sft_split
+    from vljepa.recipes import stage_config
     from vljepa.train import train
 
     cfg = replace(stage_config(get_preset("tiny"), "sft"), **{"train.max_steps": 3, "train.num_threads": 1})
@@ -140,7 +142,7 @@ def test_local_submitit_job_trains_and_tracks_to_mlflow(tiny_state):
     from mlflow.tracking import MlflowClient
 
     from flows.launch import launch
-    from flows.stages import TrainDataSpec
+    from flows.job import TrainDataSpec
     from flows.train_tracker import TrackingSpec, sweep_tracking
 
     tmp = tiny_state["tmp"]
@@ -169,7 +171,7 @@ def test_local_submitit_job_trains_and_tracks_to_mlflow(tiny_state):
 
 def test_failed_job_surfaces_its_error(tiny_state):
     from flows.launch import launch
-    from flows.stages import TrainDataSpec
+    from flows.job import TrainDataSpec
 
     tmp = tiny_state["tmp"]
     cfg = replace(get_preset("tiny"), **{"train.max_steps": 2, "train.batch_size": 64})  # > 16 samples
@@ -184,7 +186,7 @@ def test_timed_out_local_job_is_requeued_and_resumes_from_its_checkpoint(tiny_st
     """LocalExecutor signals the job at timeout_min (1 min): TrainJob.checkpoint requeues it and
     the new job resumes from the last checkpoint instead of starting over (~2 min)."""
     from flows.launch import launch
-    from flows.stages import TrainDataSpec
+    from flows.job import TrainDataSpec
 
     tmp = tiny_state["tmp"]
     cfg = replace(get_preset("tiny"), **{"train.max_steps": 4000, "train.checkpoint_every": 100,

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from preprocessing.data_cli import main as data_main
+from flows.cli.data import main as data_main
 from preprocessing.importers import import_folder, import_video2dataset
 from preprocessing.manifest import open_manifest, record_token_cache
 from preprocessing.mix import MixComponent, create_mix, draw, mix_stats
@@ -112,17 +112,16 @@ def test_cli_import_mix_and_failures(folder, tmp_path, capsys):
 
 def test_preprocess_flow_steps_import_then_cache(folder, tmp_path, tiny_cfg):
     """The plain functions the `preprocess` flow wraps; a second run reuses the cache."""
-    import dataclasses
+    from flows.preprocess import PreprocessJob, run_preprocess
 
-    from flows.preprocess import encode_step, import_step
-
-    db, x_encoder = str(tmp_path / "f.duckdb"), dataclasses.asdict(tiny_cfg.x_encoder)
-    imported = import_step(db, str(folder), kind="folder", dataset="d", annotations=str(folder / "ann.csv"))
-    assert imported == {"n_in": 4, "n_imported": 4, "n_skipped": 0, "n_failed": 0}
-    kwargs = dict(dataset="d", split="train", x_encoder=x_encoder, cache_root=str(tmp_path / "c"), shard_size=2)
-    first = encode_step(db, **kwargs)
-    assert (first["n_in"], first["n_cached"], first["n_failed"], first["reused"]) == (4, 4, 0, False)
-    assert encode_step(db, **kwargs)["reused"]
+    db = str(tmp_path / "f.duckdb")
+    job = PreprocessJob(manifest=db, source=str(folder), kind="folder", dataset="d", annotations=str(folder / "ann.csv"),
+                        cache_root=str(tmp_path / "c"), x_encoder=tiny_cfg.x_encoder, splits=("train",), shard_size=2)
+    done = run_preprocess(job)
+    assert vars(done.imported) == {"n_in": 4, "n_imported": 4, "n_skipped": 0, "n_failed": 0}
+    first = done.caches["train"]
+    assert (first.n_in, first.n_cached_sources, first.n_failed_sources, first.reused) == (4, 4, 0, False)
+    assert run_preprocess(job).caches["train"].reused
     con = open_manifest(db)
     shards = con.execute("SELECT count(*), sum(n_samples) FROM cache_shards").fetchall()
     con.close()

@@ -31,9 +31,9 @@ def mlflow_service(tmp_path_factory):
 
 def test_evaluate_deployment_is_created(mlflow_service):
     _, env = mlflow_service
-    python = ROOT / ".venv" / "bin" / "python"
-    code = "from flows.evaluate import deploy_evaluate; print(deploy_evaluate(%r))" % env["VLJEPA_WORK_POOL"]
-    subprocess.run([str(python), "-c", code], cwd=ROOT, env=env, check=True, timeout=180)
+    vljepa = ROOT / ".venv" / "bin" / "vljepa"
+    subprocess.run([str(vljepa), "deploy", "--only", "evaluate", "--work-pool", env["VLJEPA_WORK_POOL"]], cwd=ROOT,
+                   env=env, check=True, timeout=180)
     inspect = subprocess.run([str(ROOT / ".venv" / "bin" / "prefect"), "deployment", "inspect", "evaluate/full"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert inspect.returncode == 0 and "'name': 'full'" in inspect.stdout, inspect.stdout[-2000:] + inspect.stderr[-2000:]

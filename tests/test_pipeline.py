@@ -1,20 +1,56 @@
-"""A short end-to-end run of the pretraining slice on the tiny preset, and its idempotence."""
+"""The main job end to end on the tiny preset, as `vljepa run` with Prefect not importable; its
+content keys pinned; its idempotence; the stream and selective-decoding commands on its model."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flows.pipeline import format_report, run_pipeline
-from flows.stages import RunConfig
+from flows.resolve import RunConfig
+
+# The content addresses of the main job's stages on `tiny`, recorded with the code before the
+# harness redesign (issue 13): a refactor that changes one re-trains or re-caches users' runs.
+# The video model's key covers its init_from path, so the run uses this fixed state dir.
+PINNED_STATE = Path("/tmp/vljepa-content-key-pin")
+PINNED = {
+    "data": ["synthetic-dbb83703d033"],
+    "models": ["pretrain-image-tiny-0547dc1dd0c9", "pretrain-video-tiny-1e609beb63c6"],
+    "caches": ["0eb633cc9a937242115bb5b249f59db80c024b94b839ae2d717a02f17c00196e",
+               "5dde04b375103d557e9523c7da7fd92c94ee664c8c3e7cad68c5cfa82a34ff1b",
+               "c624afab88dec4fa258d51101810c2066fa5e65484415cd2f4e0b5b9e01b72b8"],
+}
+HIDE_PREFECT = "import sys; sys.modules['prefect'] = None; from flows.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    run = RunConfig(preset="tiny", launcher="inline", state_dir=str(state),
-                    tracking_uri=f"sqlite:///{state}/mlflow.db", progress=False)
-    return run, run_pipeline(run)
+def first_run():
+    """`vljepa run --preset tiny` in a subprocess where `import prefect` fails."""
+    shutil.rmtree(PINNED_STATE, ignore_errors=True)
+    run = RunConfig(preset="tiny", launcher="inline", state_dir=str(PINNED_STATE),
+                    tracking_uri=f"sqlite:///{PINNED_STATE}/mlflow.db", progress=False)
+    out = subprocess.run([sys.executable, "-c", HIDE_PREFECT, "run", "--preset", "tiny", "--launcher", "inline",
+                          "--state-dir", str(PINNED_STATE), "--tracking-uri", run.tracking_uri, "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run, json.loads(out.stdout[out.stdout.index("{"):])
+
+
+def test_content_keys_of_the_main_job_are_pinned(first_run):
+    found = {"data": sorted(p.name for p in (PINNED_STATE / "data").iterdir()),
+             "models": sorted(p.name for p in (PINNED_STATE / "models").iterdir() if not p.name.endswith("-eval")),
+             "caches": sorted(p.name for p in (PINNED_STATE / "cache" / "shards").glob("*/*"))}
+    assert found == PINNED
+
+
+def test_vljepa_run_never_imported_prefect(first_run):
+    """The run above had `import prefect` fail; check that the blocker really blocks."""
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.modules['prefect'] = None; import flows.prefect_flows.tasks"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "prefect" in out.stderr
 
 
 def test_slice_produces_metrics_checkpoint_and_registered_model(first_run):
@@ -23,12 +59,12 @@ def test_slice_produces_metrics_checkpoint_and_registered_model(first_run):
         assert 0.0 <= result["metrics"][key] <= 1.0
     assert result["n_train"] > 0 and result["n_test"] > 0
     assert result["train_steps"] >= 1 and result["final_loss"] > 0
-    assert "t2v_r1" in format_report(result)
+    assert "t2v_r1" in format_report(run_pipeline(run))
 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(run.resolved_tracking_uri())
+    mlflow.set_tracking_uri(run.layout().tracking_uri)
     client = MlflowClient()
     version = client.get_model_version_by_alias("vljepa", "candidate")
     assert str(version.version) == result["mlflow"]["model_version"]
@@ -51,7 +87,7 @@ def test_slice_produces_metrics_checkpoint_and_registered_model(first_run):
 def test_rerun_reuses_every_stage_and_registers_nothing_new(first_run):
     run, result = first_run
     assert result["phases"] == ["image", "video"] and not result["reused_stages"]
-    again = run_pipeline(run)
+    again = run_pipeline(run).to_dict()
     assert sorted(again["reused_caches"]) == ["test", "train"]
     for name in ("train-image", "train-video", "evaluate", "track", "evaluate-and-register"):
         assert name in again["reused_stages"], name
@@ -81,7 +117,7 @@ def test_a_failed_stage_is_rerun_alone(first_run, monkeypatch):
     with pytest.raises(OSError, match="disk"):
         run_pipeline(run)
     monkeypatch.undo()
-    again = run_pipeline(run)
+    again = run_pipeline(run).to_dict()
     assert "evaluate" not in again["reused_stages"] and "train-video" in again["reused_stages"]
     assert again["metrics"] == result["metrics"]
 
@@ -89,16 +125,15 @@ def test_a_failed_stage_is_rerun_alone(first_run, monkeypatch):
 def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
     import os
 
-    from flows.stages import launch_training
+    from flows.data import prepare_data
+    from flows.launch import launch
 
     run, _ = first_run
-    local = RunConfig(**{**run.__dict__, "launcher": "local"})
-    cfg = local.model_config()
-    state = local.state_path()
-    from flows.stages import prepare_data
-
-    train_cache = prepare_data(local, cfg).caches["train"].path  # reused: content-addressed
-    summary = launch_training(cfg, local, state / "manifest.duckdb", str(train_cache), tmp_path / "ckpt")
+    cfg, layout = run.model_config(), run.layout()
+    data = prepare_data(cfg, layout, ("train",), progress=False)  # reused: content-addressed
+    summary = launch(cfg, data.spec(), tmp_path / "ckpt", launcher="local", folder=layout.submitit,
+                     progress=False).result()
+    state = layout.root
     assert (tmp_path / "ckpt" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["preset"] == "tiny"
     assert summary.steps >= 1
@@ -109,12 +144,12 @@ def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
 
 @pytest.mark.parametrize("method", ["online", "ward", "uniform"])
 def test_stream_cli_prints_timestamped_captions(first_run, capsys, method):
-    from flows.stream_cli import main as stream_main
+    from flows.cli import main
 
     run, _ = first_run
-    video = sorted((run.state_path() / "data").rglob("clip_*.mp4"))[0]
-    assert stream_main([str(video), "--state-dir", str(run.state_path()), "--method", method,
-                        "--rate", "1.0", "--window", "2"]) == 0
+    video = sorted((run.layout().data_dir).rglob("clip_*.mp4"))[0]
+    assert main(["stream", str(video), "--state-dir", str(run.layout().root), "--method", method,
+                 "--rate", "1.0", "--window", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     captions = [line for line in out if line.startswith("[")]
     assert captions and all("s" in line.split("]")[0] for line in captions)
@@ -122,17 +157,18 @@ def test_stream_cli_prints_timestamped_captions(first_run, capsys, method):
 
 
 def test_selective_decoding_benchmark_runs_on_the_tiny_corpus(first_run, tmp_path):
-    from flows.selective import SelectiveConfig, event_clips, run_selective
-    from flows.stream_cli import caption_bank, latest_checkpoint
+    from flows.loaders import caption_bank, event_clips
+    from flows.selective import SelectiveConfig, run_selective
+    from flows.train import latest_base_model
     from vljepa.encoders import build_x_encoder
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     run, _ = first_run
-    state = run.state_path()
-    model = load_checkpoint(latest_checkpoint(state))
+    state = run.layout().root
+    model = load_checkpoint(latest_base_model(run.layout()))
     cfg = SelectiveConfig(split="train", window_frames=2, stream_seconds=20.0, max_clips=6,
                           rates=(1.0, 0.5), thresholds=(0.1,))
-    assert event_clips(state / "manifest.duckdb", cfg)
+    assert event_clips(state / "manifest.duckdb", cfg.split, max_clips=cfg.max_clips)
     result = run_selective(model, build_x_encoder(model.cfg.x_encoder), state / "manifest.duckdb",
                            caption_bank(state / "manifest.duckdb"), cfg, tmp_path)
     methods = {row["method"] for row in result["rows"]}
@@ -145,12 +181,12 @@ def test_selective_decoding_benchmark_runs_on_the_tiny_corpus(first_run, tmp_pat
 def test_selective_decoding_sweep_logs_into_the_models_run(first_run):
     from mlflow.tracking import MlflowClient
 
-    from flows.selective_decoding import sweep_registered_model
+    from flows.selective import sweep_registered_model
 
     run, result = first_run
-    out = sweep_registered_model(state_dir=str(run.state_path()), tracking_uri=run.resolved_tracking_uri(),
+    out = sweep_registered_model(state_dir=str(run.layout().root), tracking_uri=run.layout().tracking_uri,
                                  max_clips=4, split="train")
-    client = MlflowClient(run.resolved_tracking_uri())
+    client = MlflowClient(run.layout().tracking_uri)
     version = client.get_model_version_by_alias("vljepa", "candidate")
     logged = client.get_run(version.run_id)
     assert "selective/compute_per_window_over_stride" in logged.data.metrics

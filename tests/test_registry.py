@@ -97,9 +97,9 @@ def test_evaluation_registers_once_and_the_champion_serves_in_a_fresh_process():
     assert {"evaluation/plots/confusion_matrix.png", "evaluation/plots/embedding_map.png",
             "evaluation/plots/retrieval_ranks.png", "evaluation/plots/decoded_examples.png"} <= plots
 
-    from preprocessing.cache import read_token_cache
+    from preprocessing.shards import read_cache
 
-    tokens = read_token_cache(run["test_cache"]).tokens[:2].reshape(2, -1).astype("float32")
+    tokens = read_cache(run["test_cache"]).tokens[:2].reshape(2, -1).astype("float32")
     script = f"""
 import json, sys
 import mlflow, numpy as np, pandas as pd
@@ -126,7 +126,7 @@ print(json.dumps({{"embedding": [list(map(float, e)) for e in out["embedding"]],
 
     import torch
 
-    from vljepa.train import load_checkpoint
+    from vljepa.checkpoint import load_checkpoint
 
     model = load_checkpoint(run["checkpoint_dir"])
     with torch.no_grad():

@@ -99,7 +99,8 @@ class PoisonedData:
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     from tests.test_distributed import tiny_cfg, tiny_data
     from vljepa.checkpoint import CheckpointManager
-    from vljepa.train import load_checkpoint, train
+    from vljepa.checkpoint import load_checkpoint
+    from vljepa.train import train
 
     cfg = tiny_cfg(**{"train.max_steps": 8, "train.checkpoint_every": 2})
     with pytest.raises(FloatingPointError, match=r"at step 5\b.*step-00000004"):

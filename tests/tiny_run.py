@@ -14,19 +14,20 @@ from pathlib import Path
 @functools.cache
 def tiny_run() -> dict:
     """The pipeline's stages inline in a temp state dir; returns paths and the MLflow run id."""
-    from flows.stages import (cache_split_tokens, evaluate_checkpoint, import_manifest, prepare_corpus,
-                              train_from_cache)
+    from flows.data import prepare_data
+    from flows.env import StateLayout
+    from flows.job import run_training
+    from flows.pipeline import evaluate_checkpoint
     from flows.tracking import log_and_register
     from vljepa.config import get_preset
 
     cfg = get_preset("tiny")
     state = Path(tempfile.mkdtemp(prefix="vljepa-eval-tests-"))
-    db_path = state / "manifest.duckdb"
-    corpus_dir = prepare_corpus(cfg, state, progress=False)
-    import_manifest(db_path, corpus_dir)
-    caches = {s: cache_split_tokens(cfg, db_path, state, s, progress=False).path for s in ("train", "test")}
-    summary = train_from_cache(cfg.to_json(), str(db_path), caches["train"], str(state / "checkpoint"), False)
-    evaluation = evaluate_checkpoint(summary.checkpoint_dir, db_path, caches["test"], corpus_dir)
+    data = prepare_data(cfg, StateLayout.resolve(state), progress=False)
+    db_path, corpus_dir = data.db_path, data.corpus_dir
+    caches = {s: c.path for s, c in data.caches.items()}
+    summary = run_training(cfg.to_json(), data.spec(), str(state / "checkpoint"), progress=False)
+    evaluation = vars(evaluate_checkpoint(summary.checkpoint_dir, db_path, caches["test"], corpus_dir))
     tracking_uri = f"sqlite:///{state}/mlflow.db"
     tracked = log_and_register(tracking_uri=tracking_uri, experiment="vljepa-tests", registered_model="vljepa",
                                run_name="tiny", cfg=cfg, history=summary.history, evaluation=evaluation,

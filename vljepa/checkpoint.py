@@ -9,18 +9,16 @@ One checkpoint is a directory ``step-00000120/`` holding
   history so far and the validation metrics at this step;
 - ``config.json``: the resolved config that made it.
 
-It is written into a hidden temporary directory and renamed into place, so a directory named
-``step-*`` is always whole; a process killed mid-write leaves only a ``.tmp-*`` directory, which
-the next save removes.
+It is written into a hidden temporary directory and renamed into place
+(``vljepa.files.atomic_dir``), so a directory named ``step-*`` is always whole; a process killed
+mid-write leaves only a hidden ``.step-*.tmp-*`` directory, which the next save removes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,8 @@ import numpy as np
 import torch
 
 from vljepa.config import VLJepaConfig
+from vljepa.model import VLJepa, build_model
+from vljepa.files import atomic_dir, atomic_path, atomic_write_text, temp_glob
 
 BEST_FILE = "best.json"
 
@@ -98,23 +98,18 @@ class CheckpointManager:
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".tmp-*"):
+        for stale in self.root.glob(temp_glob("step-*")):  # one writer per root: any left is a killed save's
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        rng_json, rng_tensors = capture_rng()
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_tensors},
-                   tmp / "train_state.pt")
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": rng_json,
-                                                    "metrics": metrics or {}}, sort_keys=True))
-        (tmp / "config.json").write_text(cfg.to_json())
-        for name in os.listdir(tmp):
-            _fsync(tmp / name)
         final = self.root / step_dir_name(step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_dir(final) as tmp:
+            rng_json, rng_tensors = capture_rng()
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(weights, str(tmp / "model.safetensors"))
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_tensors},
+                       tmp / "train_state.pt")
+            (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": rng_json,
+                                                        "metrics": metrics or {}}, sort_keys=True))
+            (tmp / "config.json").write_text(cfg.to_json())
         if metrics and self.metric in metrics:
             self._update_best(step, metrics)
         self._prune()
@@ -124,9 +119,7 @@ class CheckpointManager:
         best = self.best()
         if best is None or metrics[self.metric] > best["value"]:
             record = {"step": step, "metric": self.metric, "value": metrics[self.metric], "dir": step_dir_name(step)}
-            tmp = self.root / f".{BEST_FILE}.tmp"
-            tmp.write_text(json.dumps(record, sort_keys=True))
-            os.replace(tmp, self.root / BEST_FILE)
+            atomic_write_text(self.root / BEST_FILE, json.dumps(record, sort_keys=True))
 
     def _prune(self) -> None:
         found = self.checkpoints()
@@ -154,6 +147,41 @@ class CheckpointManager:
         return state
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+# ---------------------------------------------------------------------------------------------
+# The final model of a run: model.safetensors + config.json (+ train_summary.json).
+
+
+def load_weights(model: VLJepa, checkpoint_dir: Path) -> None:
+    """Load ``checkpoint_dir/model.safetensors`` into ``model`` (strict: same architecture); ``train.init_from``."""
+    from safetensors.torch import load_file
+
+    path = checkpoint_dir / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: {path} does not exist")
+    model.load_state_dict(load_file(str(path)), strict=True)
+
+
+def save_checkpoint(model: VLJepa, out_dir: Path, extra: dict | None = None) -> Path:
+    """The final model: model.safetensors + config.json (+ train_summary.json), each written to a
+    temporary name and renamed (resumable checkpoints under ``out_dir/checkpoints`` are kept)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_text(out_dir / "config.json", model.cfg.to_json())
+    if extra:
+        atomic_write_text(out_dir / "train_summary.json", json.dumps(extra, indent=2, sort_keys=True, default=str))
+    return out_dir
+
+
+def load_checkpoint(checkpoint_dir: str | Path) -> VLJepa:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly."""
+    checkpoint_dir = Path(checkpoint_dir)
+    cfg = VLJepaConfig.from_json((checkpoint_dir / "config.json").read_text())
+    model = build_model(cfg, load_weights=False)
+    load_weights(model, checkpoint_dir)
+    model.eval()
+    return model

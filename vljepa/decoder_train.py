@@ -99,24 +99,3 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     if out_dir is not None:
         decoder.save(out_dir)
     return result
-
-
-@torch.no_grad()
-def decode_embeddings(decoder: YDecoder, embeddings: torch.Tensor, *, num_beams: int = 1,
-                      batch_size: int = 64) -> list[str]:
-    """Decode ``(N, S)`` embeddings in batches."""
-    out: list[str] = []
-    for start in range(0, len(embeddings), batch_size):
-        out += decoder.generate(embeddings[start : start + batch_size], num_beams=num_beams)
-    return out
-
-
-def round_trip(model: VLJepa, decoder: YDecoder, texts: list[str], *, num_beams: int = 1) -> dict:
-    """text -> y-encoder -> y-decoder -> text on held-out ``texts``: BLEU-4, CIDEr, ROUGE-L, exact match."""
-    from vljepa.tasks.scoring import caption_scores
-
-    embeddings = text_embeddings(model, texts)  # (N, S)
-    decoded = decode_embeddings(decoder, embeddings, num_beams=num_beams)
-    scores = caption_scores(decoded, [[t] for t in texts])
-    scores["exact_match"] = sum(d.strip().lower() == t.strip().lower() for d, t in zip(decoded, texts)) / len(texts)
-    return {"metrics": scores, "examples": list(zip(texts, decoded))[:20], "n": len(texts)}

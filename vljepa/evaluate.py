@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vljepa.data import TokenTextDataset
+from vljepa.decoder import YDecoder, decode_embeddings
 from vljepa.model import VLJepa
 
 LABEL_TEMPLATE = "a {}"  # class name -> text for the y-encoder ("a red circle")
@@ -81,3 +82,14 @@ def evaluate(model: VLJepa, data: TokenTextDataset, *, label_set: list[str] | No
         chance["cls_top1"] = 1.0 / len(label_set)
         chance["cls_top5"] = min(5.0 / len(label_set), 1.0)
     return EvalResult(metrics=metrics, chance=chance, n_samples=n)
+
+
+def round_trip(model: VLJepa, decoder: YDecoder, texts: list[str], *, num_beams: int = 1) -> dict:
+    """text -> y-encoder -> y-decoder -> text on held-out ``texts``: BLEU-4, CIDEr, ROUGE-L, exact match."""
+    from vljepa.tasks.scoring import caption_scores
+
+    embeddings = text_embeddings(model, texts)  # (N, S)
+    decoded = decode_embeddings(decoder, embeddings, num_beams=num_beams)
+    scores = caption_scores(decoded, [[t] for t in texts])
+    scores["exact_match"] = sum(d.strip().lower() == t.strip().lower() for d, t in zip(decoded, texts)) / len(texts)
+    return {"metrics": scores, "examples": list(zip(texts, decoded))[:20], "n": len(texts)}

@@ -14,8 +14,6 @@ ends bit-identical on CPU to a run that was never interrupted.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,13 +23,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vljepa.checkpoint import CheckpointManager
+from vljepa.checkpoint import CheckpointManager, load_weights, save_checkpoint
 from vljepa.config import VLJepaConfig
-from vljepa.data import BatchStream, TokenTextDataset, TrainData, epoch_batches  # noqa: F401  (re-export)
+from vljepa.data import BatchStream, TrainData
 from vljepa.distributed import DistContext
 from vljepa.losses import embedding_loss
 from vljepa.model import VLJepa, build_model, param_groups
-from vljepa.schedule import lr_lambda, total_steps  # noqa: F401  (re-exported for callers)
+from vljepa.schedule import lr_lambda, total_steps
 
 StepLogger = Callable[[int, dict[str, float]], None]
 Validator = Callable[[VLJepa], dict[str, float]]
@@ -106,7 +104,7 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
     torch.manual_seed(tcfg.seed)  # the same initial weights on every rank
     model = build_model(cfg).to(device)
     if tcfg.init_from:
-        _load_weights(model, Path(tcfg.init_from))
+        load_weights(model, Path(tcfg.init_from))
     model.train()
     steps = total_steps(cfg, len(data))
     optimizer = torch.optim.AdamW(param_groups(model, lr=tcfg.lr, weight_decay=tcfg.weight_decay),
@@ -231,48 +229,6 @@ def _run_validation(model: VLJepa, validate: Validator, step: int, result: Train
     if log_step is not None:
         log_step(step - 1, {f"val/{k}": v for k, v in metrics.items()})
     return metrics
-
-
-def _load_weights(model: VLJepa, checkpoint_dir: Path) -> None:
-    """Start from another stage's weights (strict: same architecture)."""
-    from safetensors.torch import load_file
-
-    path = checkpoint_dir / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"train.init_from: {path} does not exist")
-    model.load_state_dict(load_file(str(path)), strict=True)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(model: VLJepa, out_dir: Path, extra: dict | None = None) -> Path:
-    """The final model: model.safetensors + config.json (+ train_summary.json), each written to a
-    temporary name and renamed (resumable checkpoints under ``out_dir/checkpoints`` are kept)."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_atomic(out_dir / "model.safetensors", lambda p: save_file(state, str(p)))
-    _write_atomic(out_dir / "config.json", lambda p: p.write_text(model.cfg.to_json()))
-    if extra:
-        _write_atomic(out_dir / "train_summary.json",
-                      lambda p: p.write_text(json.dumps(extra, indent=2, sort_keys=True, default=str)))
-    return out_dir
-
-
-def load_checkpoint(checkpoint_dir: str | Path) -> VLJepa:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly."""
-    checkpoint_dir = Path(checkpoint_dir)
-    cfg = VLJepaConfig.from_json((checkpoint_dir / "config.json").read_text())
-    model = build_model(cfg, load_weights=False)
-    _load_weights(model, checkpoint_dir)
-    model.eval()
-    return model
 
 
 def _progress(total: int, initial: int, enabled: bool):

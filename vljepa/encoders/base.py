@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from vljepa.config import XEncoderConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,38 +93,3 @@ class FrozenEncoder(nn.Module):
         if self._hash is None:
             self._hash = state_dict_hash(self)
         return self._hash
-
-
-Builder = Callable[[XEncoderConfig], XEncoder]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register_x_encoder(name: str) -> Callable[[Builder], Builder]:
-    def wrap(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"x-encoder {name!r} registered twice")
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-def build_x_encoder(cfg: XEncoderConfig) -> XEncoder:
-    """Build (and load, where the entry has weights) the x-encoder named by ``cfg.name``."""
-    # Import the entries for their registration side effect.
-    from vljepa.encoders import efficientnet, tiny, vjepa2  # noqa: F401
-
-    try:
-        builder = _REGISTRY[cfg.name]
-    except KeyError:
-        raise KeyError(f"unknown x-encoder {cfg.name!r}; registered: {sorted(_REGISTRY)}") from None
-    encoder = builder(cfg)
-    if not isinstance(encoder, XEncoder):
-        raise TypeError(f"x-encoder {cfg.name!r} does not satisfy the XEncoder protocol")
-    return encoder
-
-
-def registered_x_encoders() -> list[str]:
-    from vljepa.encoders import efficientnet, tiny, vjepa2  # noqa: F401
-
-    return sorted(_REGISTRY)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vljepa.config import XEncoderConfig
-from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid, register_x_encoder
+from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid
 
 FEATURE_DIM = 1280
 STRIDE = 32  # total downsampling of EfficientNet-Lite0's feature map
@@ -66,6 +66,5 @@ class EfficientNetLite0Encoder(FrozenEncoder):
         return pool_frame_grid(features, self.grid)  # (B, N, 1280)
 
 
-@register_x_encoder("efficientnet-lite0")
 def build(cfg: XEncoderConfig) -> EfficientNetLite0Encoder:
     return EfficientNetLite0Encoder(cfg)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vljepa.config import XEncoderConfig
-from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid, register_x_encoder
+from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid
 
 
 class TinyEncoder(FrozenEncoder):
@@ -34,6 +34,5 @@ class TinyEncoder(FrozenEncoder):
         return pool_frame_grid(x, self.grid)  # (B, N, D)
 
 
-@register_x_encoder("tiny")
 def build(cfg: XEncoderConfig) -> TinyEncoder:
     return TinyEncoder(cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from vljepa.config import XEncoderConfig
-from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid, register_x_encoder
+from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, PreprocessSpec, pool_frame_grid
 
 
 def resolve_snapshot(path: str) -> Path:
@@ -86,6 +86,5 @@ class VJEPA2Encoder(FrozenEncoder):
         return pool_frame_grid(tokens, self.grid)
 
 
-@register_x_encoder("vjepa2")
 def build(cfg: XEncoderConfig) -> VJEPA2Encoder:
     return VJEPA2Encoder(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vljepa.decoder_train import decode_embeddings
+from vljepa.decoder import decode_embeddings
 from vljepa.tasks.common import TaskData, TaskResult, predict, training_query
 from vljepa.tasks.scoring import caption_scores
 

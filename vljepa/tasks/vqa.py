@@ -52,7 +52,7 @@ def run(model, data: TaskData, decoder=None, *, max_questions: int | None = None
         chances[key] = 1 / len(candidates[kind])
     details: dict = {"candidates": candidates}
     if decoder is not None:
-        from vljepa.decoder_train import decode_embeddings
+        from vljepa.decoder import decode_embeddings
 
         decoded = decode_embeddings(decoder, predicted, num_beams=1)
         metrics["decoded_exact_match"] = float(np.mean([normalise(d) == normalise(a) for d, (_, _, a) in zip(decoded, rows)]))

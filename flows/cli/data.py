@@ -1,4 +1,4 @@
-"""`vljepa data ...`: import data, define and inspect data mixes, list failures.
+"""``vljepa data ...`` (a sub-command with its own sub-commands): import data, define and inspect data mixes, list failures.
 
 Examples::
 
@@ -17,14 +17,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-DEFAULT_MANIFEST = ".vljepa/manifest.duckdb"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vljepa data", description="Manage the DuckDB data manifest: imports, data mixes, failures.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
-    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help=f"DuckDB manifest file (default {DEFAULT_MANIFEST})")
+    parser.add_argument("--manifest", default=None, help="DuckDB manifest file (default: the state dir's, $VLJEPA_STATE_DIR or <repo>/.vljepa)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     imp = sub.add_parser("import", help="import media and annotations into the manifest")
@@ -64,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vljepa data` with ``argv``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    from flows.env import StateLayout
     from preprocessing.manifest import list_failures, open_manifest
 
-    con = open_manifest(args.manifest)
+    con = open_manifest(args.manifest or StateLayout.resolve().manifest)
     try:
         if args.command == "import":
             if args.kind == "folder":

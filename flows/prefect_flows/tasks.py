@@ -1,4 +1,4 @@
-"""The Prefect side of ``flows.stages.StageWrapper``: one flow step as a Prefect task."""
+"""The Prefect side of ``flows.stage.StageWrapper``: one step of a flow as a Prefect task."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 
 def as_task(name: str, fn: Callable[..., Any], io: bool) -> Callable[..., Any]:
-    # Stages are content-addressed themselves, so Prefect's input-hash caching is off; I/O
-    # stages (ffmpeg, files, DuckDB, MLflow) get retries.
+    """``fn`` as a task named ``name``; I/O steps (ffmpeg, files, DuckDB, MLflow) get retries.
+
+    Steps are content-addressed themselves, so Prefect's input-hash caching is off.
+    """
     return task(fn, name=name, retries=2 if io else 0, retry_delay_seconds=5, cache_policy=NO_CACHE)

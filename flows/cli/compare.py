@@ -1,0 +1,28 @@
+"""``vljepa compare``: VL-JEPA vs a token-generating VLM trained alike (``flows.compare.run_compare``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, run_config
+
+HELP = ("train VL-JEPA and a token-generating VLM alike (same tokens, LM layers, data, batch, schedule), "
+        "evaluate both at log-spaced samples seen, and plot CIDEr / top-5 vs samples (paper Fig. 3)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    add_length_arguments(p)
+    p.add_argument("--points", type=int, default=5, help="log-spaced evaluation points")
+    p.add_argument("--vocab", default="cut", choices=["cut", "full"], help="the VLM's output vocabulary")
+    p.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"], help="VL-JEPA's training")
+    add_state_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    from flows.compare import run_compare
+
+    result = run_compare(run_config(args, launcher=args.launcher), points=args.points, vlm_vocab=args.vocab)
+    print(result.markdown)
+    print(f"\nfigure: {result.out_dir}/compare.png")
+    return 0

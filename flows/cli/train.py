@@ -1,0 +1,43 @@
+"""``vljepa train``: one stage of the recipe through the launcher (``flows.train.run_train``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from flows.cli.common import add_config_arguments, add_state_arguments, run_config
+
+HELP = ("train one stage of the VL-JEPA recipe (stage 1 pretraining: phase image then video; stage 2 SFT) on "
+        "cached frozen tokens, inline, as a local submitit job or on Slurm; resumes from the run directory's "
+        "last checkpoint")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", choices=["pretrain", "sft"], default="pretrain")
+    p.add_argument("--phase", choices=["image", "video"], default=None, help="stage-1 phase (default: video)")
+    add_config_arguments(p)
+    p.add_argument("--launcher", choices=["slurm", "local", "inline"], default="local")
+    p.add_argument("--nproc", type=int, default=1, help="ranks of a local submitit job (gloo on CPU)")
+    p.add_argument("--init-from", default=None, help="checkpoint dir to start from (SFT: the stage-1 model)")
+    p.add_argument("--out", default=None, help="run directory (default: <state>/runs/<stage>-<phase>-<preset>)")
+    add_state_arguments(p)
+    p.add_argument("--mix", default=None, help="SFT: a named DuckDB data mix (default: all VQA/caption/label pairs)")
+    p.add_argument("--n-draws", type=int, default=None)
+    p.add_argument("--no-validate", action="store_true", help="skip the val split (no best-checkpoint tracking)")
+    p.add_argument("--experiment", default="vljepa-train", help="MLflow experiment")
+    p.add_argument("--sweep", default=None, help="runs of one sweep share an experiment and a `sweep` tag")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the sbatch script; run nothing")
+
+
+def main(args: argparse.Namespace) -> int:
+    from flows.train import TrainJobConfig, run_train, sbatch_script, summary_report
+
+    job = TrainJobConfig(run=run_config(args, launcher=args.launcher, experiment=args.experiment), stage=args.stage,
+                         phase=args.phase, local_tasks=args.nproc, init_from=args.init_from, out_dir=args.out,
+                         mix=args.mix, n_draws=args.n_draws, validate=not args.no_validate, sweep=args.sweep)
+    if args.dry_run:
+        print(f"# resolved config\n{job.model_config().to_json()}\n# sbatch script ({args.launcher} would run the same job)")
+        print(sbatch_script(job))
+        return 0
+    print(json.dumps(summary_report(run_train(job)), indent=2))
+    return 0

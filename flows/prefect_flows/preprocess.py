@@ -1,0 +1,60 @@
+"""Flow ``preprocess`` (deployment ``full``): import → decode/sample → encode → sharded token cache →
+manifest update (``flows.preprocess``). The x-encoder comes from a preset or config file through
+the one resolver (``overrides`` as ``--set``), never as a raw dict."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.preprocess import cache_config, encode_split, import_source, PreprocessJob
+from flows.resolve import RunConfig
+
+
+def _io_task(fn, name: str):
+    return task(fn, name=name, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+
+
+@flow(name="preprocess", log_prints=True)
+def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] = "corpus",
+               preset: Literal["small", "tiny", "paper"] = "small", config_path: str | None = None,
+               overrides: list[str] | None = None, dataset: str = "synthetic", annotations: str | None = None,
+               media_dir: str | None = None, splits: list[str] | None = None, manifest: str | None = None,
+               cache_root: str | None = None, cache_format: Literal["parquet", "webdataset"] = "parquet",
+               shard_size: int | None = None, sampling_strategy: Literal["uniform", "fps", "sliding"] = "uniform",
+               engine: Literal["local", "ray"] = "local", ray_address: str | None = None,
+               state_dir: str | None = None) -> dict:
+    """Import ``source`` into the manifest and cache frozen-encoder tokens of each split.
+
+    Args:
+        preset / config_path / overrides: the config whose ``x_encoder`` encodes (``--set x_encoder.weights=DIR``).
+        manifest / cache_root: default: the state dir's manifest and token cache.
+        sampling_strategy: how frames are picked (``preprocessing.sampling``): uniform = the encoder's frames.
+    """
+    from preprocessing.sampling import SamplingConfig
+
+    run = RunConfig(preset=preset, config_path=config_path, overrides=tuple(overrides or ()), engine=engine,
+                    state_dir=state_dir)
+    cfg, layout = run.model_config(), run.layout()
+    frames = cfg.x_encoder.num_frames
+    sampling = SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames)
+    job = PreprocessJob(manifest=manifest or str(layout.manifest), source=source, kind=kind,
+                        cache_root=cache_root or str(layout.shard_cache), x_encoder=cfg.x_encoder, dataset=dataset,
+                        annotations=annotations, media_dir=media_dir, splits=tuple(splits or ("train", "val", "test")),
+                        cache_format=cache_format, shard_size=shard_size, sampling=sampling, engine=engine,
+                        ray_address=ray_address)
+    imported = _io_task(import_source, "import")(job.manifest, job.source, kind=kind, dataset=dataset,
+                                                 annotations=annotations, media_dir=media_dir)
+    print(f"import: {imported}")
+    caches = {}
+    for split in job.splits:
+        result = _io_task(encode_split, f"tokens-{split}")(
+            job.manifest, dataset=dataset, split=split, x_encoder=cfg.x_encoder, cache=cache_config(job),
+            sampling=sampling, engine=engine, ray_address=ray_address)
+        caches[split] = {"cache_key": result.cache_key, "cache_dir": str(result.cache_dir), "reused": result.reused,
+                         "n_in": result.n_in, "n_cached": result.n_cached_sources,
+                         "n_failed": result.n_failed_sources, "n_samples": result.n_samples}
+        print(f"tokens {split}: {caches[split]}")
+    return {"import": vars(imported), "caches": caches}
