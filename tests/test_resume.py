@@ -118,7 +118,12 @@ def test_keeps_last_k_and_the_best_by_retrieval_r1(tmp_path):
 
     scores = iter([0.2, 0.9, 0.1, 0.3, 0.4, 0.5])
     cfg = tiny_cfg(**{"train.max_steps": 6, "train.checkpoint_every": 1, "train.keep_last": 2})
+    # Temporaries of killed saves (today's naming and the one before vljepa.files) are cleared.
+    stale = [tmp_path / "checkpoints" / ".tmp-abc123", tmp_path / "checkpoints" / ".step-00000001.tmp-99-0123abcd"]
+    for path in stale:
+        path.mkdir(parents=True)
     result = train(cfg, tiny_data(), tmp_path, progress=False, validate=lambda model: {"t2v_r1": next(scores)})
+    assert not any(path.exists() for path in stale)
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert kept == ["step-00000002", "step-00000005", "step-00000006"]
     best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())

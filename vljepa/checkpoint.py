@@ -98,7 +98,8 @@ class CheckpointManager:
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(temp_glob("step-*")):  # one writer per root: any left is a killed save's
+        # One writer per root: any temporary left is a killed save's (``.tmp-*``: the naming before vljepa.files).
+        for stale in [*self.root.glob(temp_glob("step-*")), *self.root.glob(".tmp-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         final = self.root / step_dir_name(step)
         with atomic_dir(final) as tmp:
