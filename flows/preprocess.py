@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from flows.stage import StageWrapper, direct
 from vljepa.config import XEncoderConfig
 
 SourceKind = Literal["corpus", "folder", "video2dataset"]
@@ -111,14 +112,18 @@ def cache_config(job: PreprocessJob):
     return CacheConfig(root=job.cache_root, format=job.cache_format, **extra)
 
 
-def run_preprocess(job: PreprocessJob) -> PreprocessSummary:
-    """Import ``job.source``, then cache frozen-encoder tokens of each split."""
-    imported = import_source(job.manifest, job.source, kind=job.kind, dataset=job.dataset,
-                             annotations=job.annotations, media_dir=job.media_dir)
+def run_preprocess(job: PreprocessJob, *, stage: StageWrapper = direct) -> PreprocessSummary:
+    """Import ``job.source``, then cache frozen-encoder tokens of each split.
+
+    ``stage(name, fn, io)`` wraps each step (``flows.stage``; the Prefect flow makes them tasks).
+    """
+    imported = stage("import", import_source, True)(job.manifest, job.source, kind=job.kind, dataset=job.dataset,
+                                                  annotations=job.annotations, media_dir=job.media_dir)
     summary = PreprocessSummary(imported=imported)
     for split in job.splits:
-        summary.caches[split] = encode_split(job.manifest, dataset=job.dataset, split=split, x_encoder=job.x_encoder,
-                                             cache=cache_config(job), sampling=job.sampling, engine=job.engine,
-                                             ray_address=job.ray_address, decode_workers=job.decode_workers,
-                                             progress=job.progress)
+        encode = stage(f"tokens-{split}", encode_split, True)
+        summary.caches[split] = encode(job.manifest, dataset=job.dataset, split=split, x_encoder=job.x_encoder,
+                                       cache=cache_config(job), sampling=job.sampling, engine=job.engine,
+                                       ray_address=job.ray_address, decode_workers=job.decode_workers,
+                                       progress=job.progress)
     return summary

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flows.ablate import SWEEP_NAMES
 from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, run_config
 
-SWEEPS = ("loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder")  # flows.ablate.SWEEP_NAMES
 HELP = ("run one of the paper's ablation sweeps (no Prefect needed): train every variant, evaluate it on the "
         "test split, log the runs and a summary to MLflow; `overview` plots every finished sweep against the paper")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", choices=(*SWEEPS, "overview"))
+    p.add_argument("sweep", choices=(*SWEEP_NAMES, "overview"))
     add_config_arguments(p)
     add_length_arguments(p)
     p.add_argument("--variants", nargs="*", default=None, help="a subset of the sweep's variants (default: all)")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from flows.resolve import ConfigError, RunConfig, length_overrides
+from flows.resolve import PRESET_NAMES, ConfigError, RunConfig, length_overrides
 
 __all__ = ["ConfigError", "add_config_arguments", "add_length_arguments", "add_state_arguments", "run_config"]
-PRESETS = ("small", "tiny", "paper")
 
 
 def add_config_arguments(p: argparse.ArgumentParser, *, default_preset: str = "small") -> None:
     """``--preset``, ``--config FILE`` and repeatable ``--set KEY=VALUE`` (the one resolver: ``flows.resolve``)."""
-    p.add_argument("--preset", default=default_preset, choices=PRESETS, help=f"named config (default {default_preset})")
+    p.add_argument("--preset", default=default_preset, choices=PRESET_NAMES, help=f"named config (default {default_preset})")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a VLJepaConfig JSON (start from `vljepa config --preset paper`); replaces --preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

@@ -1,20 +1,16 @@
 """Flow ``preprocess`` (deployment ``full``): import → decode/sample → encode → sharded token cache →
-manifest update (``flows.preprocess``). The x-encoder comes from a preset or config file through
-the one resolver (``overrides`` as ``--set``), never as a raw dict."""
+manifest update (``flows.preprocess.run_preprocess``, its steps as tasks). The x-encoder comes from a
+preset or config file through the one resolver (``overrides`` as ``--set``), never as a raw dict."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from flows.preprocess import cache_config, encode_split, import_source, PreprocessJob
+from flows.prefect_flows.tasks import as_task
+from flows.preprocess import PreprocessJob, run_preprocess
 from flows.resolve import RunConfig
-
-
-def _io_task(fn, name: str):
-    return task(fn, name=name, retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 
 
 @flow(name="preprocess", log_prints=True)
@@ -39,22 +35,17 @@ def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] =
                     state_dir=state_dir)
     cfg, layout = run.model_config(), run.layout()
     frames = cfg.x_encoder.num_frames
-    sampling = SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames)
     job = PreprocessJob(manifest=manifest or str(layout.manifest), source=source, kind=kind,
                         cache_root=cache_root or str(layout.shard_cache), x_encoder=cfg.x_encoder, dataset=dataset,
                         annotations=annotations, media_dir=media_dir, splits=tuple(splits or ("train", "val", "test")),
-                        cache_format=cache_format, shard_size=shard_size, sampling=sampling, engine=engine,
-                        ray_address=ray_address)
-    imported = _io_task(import_source, "import")(job.manifest, job.source, kind=kind, dataset=dataset,
-                                                 annotations=annotations, media_dir=media_dir)
-    print(f"import: {imported}")
+                        cache_format=cache_format, shard_size=shard_size, engine=engine, ray_address=ray_address,
+                        sampling=SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames))
+    summary = run_preprocess(job, stage=as_task)
+    print(f"import: {summary.imported}")
     caches = {}
-    for split in job.splits:
-        result = _io_task(encode_split, f"tokens-{split}")(
-            job.manifest, dataset=dataset, split=split, x_encoder=cfg.x_encoder, cache=cache_config(job),
-            sampling=sampling, engine=engine, ray_address=ray_address)
+    for split, result in summary.caches.items():
         caches[split] = {"cache_key": result.cache_key, "cache_dir": str(result.cache_dir), "reused": result.reused,
                          "n_in": result.n_in, "n_cached": result.n_cached_sources,
                          "n_failed": result.n_failed_sources, "n_samples": result.n_samples}
         print(f"tokens {split}: {caches[split]}")
-    return {"import": vars(imported), "caches": caches}
+    return {"import": vars(summary.imported), "caches": caches}
