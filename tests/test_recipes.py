@@ -8,27 +8,28 @@ from vljepa.config import PRESETS, ConfigKeyError, TrainConfig, apply_overrides,
 from vljepa.recipes import RECIPES, Recipe, recipe, stage_config
 
 # sha256(stage_config(preset, stage, phase, init_from).to_json())[:16], recorded from the
-# dotted-dict RECIPES before they became typed. Model and token-cache directories are
-# content-addressed by this JSON: a change here orphans every artifact already made.
+# dotted-dict RECIPES before they became typed, and re-recorded when issue 14 added the stream's
+# fields to TrainConfig (num_workers, shuffle_buffer, resampled, skip_bad_samples). Model
+# directories are content-addressed by this JSON: a change here orphans every model already made.
 GOLDEN = {
-    ("paper", "pretrain", "image", None): "5517fe51fcbe2a90",
-    ("paper", "pretrain", "image", "/ckpt/prev"): "547644263d1a36c9",
-    ("paper", "pretrain", "video", None): "69134ed479d7cd82",
-    ("paper", "pretrain", "video", "/ckpt/prev"): "5339a449abd049aa",
-    ("paper", "sft", None, None): "ddb299fbd66f7fab",
-    ("paper", "sft", None, "/ckpt/prev"): "ac5d5b1d565a1950",
-    ("small", "pretrain", "image", None): "83d512024c2c247d",
-    ("small", "pretrain", "image", "/ckpt/prev"): "15bac5656566de04",
-    ("small", "pretrain", "video", None): "8e4165fd822f1888",
-    ("small", "pretrain", "video", "/ckpt/prev"): "35e628af229516ee",
-    ("small", "sft", None, None): "2b0240ed04cfaa19",
-    ("small", "sft", None, "/ckpt/prev"): "a193351ec5c298a3",
-    ("tiny", "pretrain", "image", None): "371c78e6408c387e",
-    ("tiny", "pretrain", "image", "/ckpt/prev"): "e7cd1f39d8d285f5",
-    ("tiny", "pretrain", "video", None): "0e90acdbb6480ee7",
-    ("tiny", "pretrain", "video", "/ckpt/prev"): "40897911fbdd1134",
-    ("tiny", "sft", None, None): "c8d9212c5d9acc3d",
-    ("tiny", "sft", None, "/ckpt/prev"): "6d54a3e5b10e67cb",
+    ("paper", "pretrain", "image", None): "297885975fe101f3",
+    ("paper", "pretrain", "image", "/ckpt/prev"): "443ec1a0a5e61cc5",
+    ("paper", "pretrain", "video", None): "e2548e2e4d909101",
+    ("paper", "pretrain", "video", "/ckpt/prev"): "d55f6ceb721d1f5a",
+    ("paper", "sft", None, None): "5261965713c61fa7",
+    ("paper", "sft", None, "/ckpt/prev"): "4cdcf2f9a5f90aa4",
+    ("small", "pretrain", "image", None): "8413138a4c7299f9",
+    ("small", "pretrain", "image", "/ckpt/prev"): "2537ee9feb10cfec",
+    ("small", "pretrain", "video", None): "f67834b1b99c18d5",
+    ("small", "pretrain", "video", "/ckpt/prev"): "4764b07fff4f47d7",
+    ("small", "sft", None, None): "dfd5672cccbfcd49",
+    ("small", "sft", None, "/ckpt/prev"): "679a7595dc248446",
+    ("tiny", "pretrain", "image", None): "42841a5f55eae86e",
+    ("tiny", "pretrain", "image", "/ckpt/prev"): "caee557a519a88c8",
+    ("tiny", "pretrain", "video", None): "65722da963b197d4",
+    ("tiny", "pretrain", "video", "/ckpt/prev"): "4bca31f9e27fae5a",
+    ("tiny", "sft", None, None): "979e002e373565fa",
+    ("tiny", "sft", None, "/ckpt/prev"): "42c822d86a8cf72e",
 }
 
 

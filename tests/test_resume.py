@@ -42,6 +42,84 @@ def run_driver(tmp_path: Path, out: Path, delay: float = 0.0) -> subprocess.Pope
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+STREAM_DRIVER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    import torch
+    from preprocessing.stream import StreamComponent, StreamData, StreamPlan, load_items
+    from vljepa.config import get_preset, replace
+    from vljepa.distributed import init_distributed, resolve_env, shutdown
+    from vljepa.train import train
+
+    import json
+    raw = json.loads(Path(sys.argv[2]).read_text())
+    plan = StreamPlan(components=tuple(StreamComponent(**{**c, "shards": tuple(c["shards"]),
+                                                          "shard_sizes": tuple(c["shard_sizes"])})
+                                       for c in raw["components"]), token_shape=tuple(raw["token_shape"]))
+    cfg = replace(get_preset("tiny"), **{"train.max_steps": 12, "train.checkpoint_every": 3, "train.num_threads": 1,
+                                         "train.batch_size": 8, "train.num_workers": 2, "train.shuffle_buffer": 8})
+    dist = init_distributed(resolve_env())
+    delay = float(os.environ.get("STEP_DELAY", "0"))
+    data = StreamData(plan, load_items(plan), num_workers=2, shuffle_buffer=8)
+    train(cfg, data, sys.argv[1], progress=False, dist=dist, log_step=lambda step, row: time.sleep(delay))
+    shutdown(dist)
+""")
+
+
+def run_ranks(tmp_path: Path, out: Path, plan_json: Path, port: int, delay: float = 0.0) -> list[subprocess.Popen]:
+    """2 gloo ranks (torchrun's variables), each in its own session so a SIGKILL takes its workers too."""
+    script = tmp_path / "stream_driver.py"
+    script.write_text(STREAM_DRIVER)
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO), "RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(out), str(plan_json)], env=env, cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        assert proc.wait(timeout=180) == 0, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+
+
+def test_streamed_training_2_ranks_x_2_workers_resumes_bit_exact_after_sigkill(tmp_path):
+    """The streaming path: a SIGKILL of both ranks (and their DataLoader workers) mid-epoch, a resume,
+    and the same samples in the same order: losses and weights equal an uninterrupted run's."""
+    import dataclasses
+
+    from tests.test_stream import make_source
+
+    components = [make_source(tmp_path / "data", "a", 44, shard_size=6, items_per_source=2, weight=0.7,
+                              shape=(8, 32), noise=True),
+                  make_source(tmp_path / "data", "b", 15, shard_size=4, weight=0.3, shape=(8, 32), noise=True)]
+    plan_json = tmp_path / "plan.json"
+    plan_json.write_text(json.dumps({"components": [dataclasses.asdict(c) for c in components], "token_shape": [8, 32]}))
+    wait_all(run_ranks(tmp_path, tmp_path / "straight", plan_json, 29611))
+    killed = run_ranks(tmp_path, tmp_path / "killed", plan_json, 29612, delay=0.5)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "checkpoints" / "step-00000006").exists():
+        assert all(p.poll() is None for p in killed) and time.time() < deadline, "ranks ended before step 6"
+        time.sleep(0.05)
+    time.sleep(0.7)  # mid-way between checkpoints 6 and 9
+    for proc in killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before the kill"
+    wait_all(run_ranks(tmp_path, tmp_path / "killed", plan_json, 29613))
+
+    summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
+    assert summary["resumed_from"] in (6, 9) and summary["data"]["loader"] == "stream"
+    straight = json.loads((tmp_path / "straight" / "train_summary.json").read_text())
+    assert summary["data"]["drawn"] == straight["data"]["drawn"] and sum(straight["data"]["drawn"].values()) == 96
+    weights_a, losses_a = final_state(tmp_path / "straight")
+    weights_b, losses_b = final_state(tmp_path / "killed")
+    assert len(losses_a) == 12 and losses_a == losses_b
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name
+
+
 def final_state(out: Path) -> tuple[dict[str, torch.Tensor], list[float]]:
     from safetensors.torch import load_file
 

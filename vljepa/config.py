@@ -116,6 +116,10 @@ class TrainConfig:
     device: str = "cpu"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA that has it, else fp32
     mode: Literal["cached", "live"] = "cached"  # live: the frozen x-encoder runs in the loop (comparison)
+    num_workers: int = 2  # DataLoader workers per rank reading the stream (0: in the training process)
+    shuffle_buffer: int = 256  # samples held per worker for shuffling (paper scale: 4 MiB each)
+    resampled: bool = False  # draw shards with replacement (epoch-free) instead of a permutation per pass
+    skip_bad_samples: bool = False  # skip and count corrupt shards / misshapen samples instead of stopping
     num_threads: int | None = None  # torch intra-op threads; None = torch default
     log_every: int = 5
     checkpoint_every: int | None = None  # steps between resumable checkpoints; None = only at the end
@@ -241,7 +245,7 @@ def paper() -> VLJepaConfig:
         shared_dim=1536,
         # Stage 1, image phase: batch 24k, constant lr 5e-5, 100k iterations (paper Sec. 3).
         train=TrainConfig(batch_size=24000, max_steps=100_000, lr=5e-5, schedule="constant",
-                          warmup_steps=0, device="cuda", phase="image"),
+                          warmup_steps=0, device="cuda", phase="image", num_workers=8),
         data=DataConfig(generate=False),
         # Paper: 24 nodes × 8 H200 for ~2 weeks (stage 1); jobs requeue from checkpoints.
         slurm=SlurmConfig(nodes=24, gpus_per_node=8, cpus_per_task=12, time_min=72 * 60, mem_gb=1800),

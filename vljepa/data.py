@@ -9,13 +9,16 @@ the visual tokens ``(b, N, D)``, the target texts and the query texts (None when
   ``(sample_id, tokens, query, target)`` with ``from_samples`` (a mix drawn from DuckDB plugs in
   here) or from a token array plus a row index per sample.
 - ``LiveFrames``: frames through the frozen x-encoder in the loop (``train.mode = "live"``).
+
+Training at scale reads ``StreamedData`` instead (``preprocessing.stream``: shards read one by one,
+a mix of sources, resumable): each rank opens its own ``BatchReader``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +40,34 @@ class TrainData(Protocol):
     def query(self, index: torch.Tensor | np.ndarray) -> list[str] | None:
         """Query texts for the predictor, or None when the samples are query-free."""
         ...
+
+
+class BatchReader(Protocol):
+    """One rank's stream of local batches (``preprocessing.stream.RankStream``)."""
+
+    drawn: dict[str, int]  # samples drawn per component so far
+
+    def next(self) -> dict[str, Any]:
+        """``{"visual": (b, N, D) float32 (or frames (b, T, 3, H, W)), "queries": [...], "texts": [...], ...}``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @property
+    def skipped(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+class StreamedData(Protocol):
+    """Training data read as a stream of per-rank batches; ``n_samples`` is one epoch."""
+
+    n_samples: int
+    shares: dict[str, float]  # component -> expected share of the draws
+    encode: Callable[[torch.Tensor], torch.Tensor] | None  # live mode: frames -> tokens, in the loop
+
+    def open(self, *, rank: int, world_size: int, batch_size: int, seed: int,
+             state: dict[str, Any] | None) -> BatchReader: ...
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,14 @@ class DistContext:
         if self.initialized:
             torch.distributed.barrier()
 
+    def gather_objects(self, obj: object) -> list:
+        """``obj`` of every rank, in rank order (a collective; ``[obj]`` on one process)."""
+        if not self.initialized:
+            return [obj]
+        out: list = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """Mean of a (detached) tensor over ranks."""
         if not self.initialized:

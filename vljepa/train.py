@@ -25,8 +25,9 @@ from torch import nn
 
 from vljepa.checkpoint import CheckpointManager, load_weights, save_checkpoint
 from vljepa.config import VLJepaConfig
-from vljepa.data import BatchStream, TrainData
+from vljepa.data import StreamedData, TrainData
 from vljepa.distributed import DistContext
+from vljepa.feed import make_feed, n_samples
 from vljepa.losses import embedding_loss
 from vljepa.model import VLJepa, build_model, param_groups
 from vljepa.schedule import lr_lambda, total_steps
@@ -45,6 +46,7 @@ class TrainResult:
     seconds: float = 0.0  # wall-clock of this process's part of the run
     resumed_from: int | None = None  # step of the checkpoint this run started from
     validation: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value, ...}
+    data: dict = field(default_factory=dict)  # loader, samples drawn per component, bad data skipped
 
 
 class TrainStep(nn.Module):
@@ -81,14 +83,15 @@ def micro_batch_sizes(cfg: VLJepaConfig, world_size: int) -> tuple[int, int]:
     return per_micro, per_rank
 
 
-def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: StepLogger | None = None,
+def train(cfg: VLJepaConfig, data: TrainData | StreamedData, out_dir: str | Path, *, log_step: StepLogger | None = None,
           progress: bool = True, validate: Validator | None = None, dist: DistContext | None = None,
           resume: bool = True) -> TrainResult:
     """Train on ``data``, checkpointing under ``out_dir/checkpoints``; save the final model to ``out_dir``.
 
     Args:
         cfg: resolved config (``cfg.train`` drives the optimisation).
-        data: a ``TrainData`` source: visual tokens ``(b, N, D)``, target texts, optional queries.
+        data: in-memory ``TrainData`` (visual tokens ``(b, N, D)``, target texts, optional queries, by
+            index) or ``StreamedData`` (each rank streams its own batches; ``preprocessing.stream``).
         out_dir: run directory; an existing checkpoint in it is resumed when ``resume``.
         log_step: called on rank 0 as ``log_step(step, metrics)`` after every step (MLflow, say).
         validate: ``validate(model) -> metrics`` (with ``t2v_r1``), run at every checkpoint and every
@@ -106,12 +109,13 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
     if tcfg.init_from:
         load_weights(model, Path(tcfg.init_from))
     model.train()
-    steps = total_steps(cfg, len(data))
+    steps = total_steps(cfg, n_samples(data))
     optimizer = torch.optim.AdamW(param_groups(model, lr=tcfg.lr, weight_decay=tcfg.weight_decay),
                                   betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    stream = BatchStream(len(data), tcfg.batch_size, tcfg.seed)
     micro_global, micro_local = micro_batch_sizes(cfg, dist.world_size)
+    feed = make_feed(data, batch_size=tcfg.batch_size, seed=tcfg.seed, micro_global=micro_global,
+                     micro_local=micro_local, dist=dist)
     params = [p for p in model.parameters() if p.requires_grad]
     manager = CheckpointManager(out_dir / "checkpoints", keep_last=tcfg.keep_last)
 
@@ -120,7 +124,7 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
     latest = manager.latest() if resume else None
     if latest is not None:
         state = manager.load(latest, model=model, optimizer=optimizer, scheduler=scheduler)
-        stream.load_state_dict(state["stream"])
+        feed.load_state_dict(state["stream"])
         start_step, result.samples_seen = state["step"], state["samples_seen"]
         result.history, result.validation = state["history"], state.get("validation", [])
         result.resumed_from = start_step
@@ -130,9 +134,10 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
             step_module, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
     def save(step: int, metrics: dict[str, float] | None) -> None:
+        stream_state = feed.state_dict()  # a collective for streamed data: every rank's position
         if dist.is_main:
             manager.save(step=step, model=model, optimizer=optimizer, scheduler=scheduler, cfg=cfg, metrics=metrics,
-                         state={"stream": stream.state_dict(), "samples_seen": result.samples_seen,
+                         state={"stream": stream_state, "samples_seen": result.samples_seen,
                                 "history": result.history, "validation": result.validation})
         dist.barrier()
 
@@ -140,18 +145,16 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
     wall_start = time.perf_counter()
     for step in range(start_step, steps):
         step_start = time.perf_counter()
-        global_index = stream.next()  # (B,) the same on every rank
+        feed.start_step()
         loss_sum = torch.zeros((), device=device)
         for micro in range(tcfg.grad_accum_steps):
-            micro_index = global_index[micro * micro_global : (micro + 1) * micro_global]
-            local_index = micro_index[dist.rank * micro_local : (dist.rank + 1) * micro_local]  # (b,)
             last_micro = micro == tcfg.grad_accum_steps - 1
             sync = nullcontext() if (last_micro or not dist.initialized) else step_module.no_sync()
             with sync:
-                visual = data.visual(local_index).to(device)  # (b, N, D)
+                visual, queries, texts = feed.micro(micro)
+                visual = visual.to(device)  # (b, N, D)
                 with autocast_for(cfg, device):
-                    predicted, target = step_module(visual, data.query(local_index) or _fixed_query(tcfg, len(local_index)),
-                                                    data.text(local_index))
+                    predicted, target = step_module(visual, queries or _fixed_query(tcfg, len(texts)), texts)
                 loss = embedding_loss(tcfg.loss, predicted.float(), target.float(), temperature=tcfg.temperature,
                                       rank=dist.rank, world_size=dist.world_size) / tcfg.grad_accum_steps
                 loss.backward()
@@ -163,8 +166,8 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
                 f"non-finite loss {step_loss.item()} at step {step}; stopped before the update. Last good "
                 f"checkpoint: {last_good or 'none written yet'} (left intact; resume from it after fixing the cause)")
         grad_norm, lr = apply_update(params, optimizer, scheduler, tcfg.grad_clip)
-        result.samples_seen += len(global_index)
-        row = history_row(step_loss.item(), lr, grad_norm, len(global_index), step_start, result.samples_seen)
+        result.samples_seen += tcfg.batch_size
+        row = history_row(step_loss.item(), lr, grad_norm, tcfg.batch_size, step_start, result.samples_seen)
         result.history.append(row)
         if log_step is not None and dist.is_main:
             log_step(step, row)
@@ -185,6 +188,8 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_s']:.1f}")
     if bar is not None:
         bar.close()
+    result.data = feed.summary()  # a collective for streamed data
+    feed.close()
     result.steps = steps
     result.seconds = time.perf_counter() - wall_start
     model.eval()
@@ -193,7 +198,7 @@ def train(cfg: VLJepaConfig, data: TrainData, out_dir: str | Path, *, log_step: 
         save_checkpoint(model, out_dir, {"steps": steps, "samples_seen": result.samples_seen,
                                          "seconds": result.seconds, "final_loss": final_loss,
                                          "resumed_from": result.resumed_from, "best": manager.best(),
-                                         "history": result.history})
+                                         "history": result.history, "data": result.data})
     dist.barrier()
     return result
 
