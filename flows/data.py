@@ -80,13 +80,12 @@ class PreparedData:
     caches: dict[str, SplitCache]
     counts: ImportCounts
 
-    def spec(self, *, val_cache: str | None = None, corpus_dir: str | None = None, mix: str | None = None,
-             n_draws: int | None = None):
+    def spec(self, *, val_cache: str | None = None, corpus_dir: str | None = None, mix: str | None = None):
         """The training job's ``flows.job.TrainDataSpec``: this data's train cache, plus the optional parts."""
         from flows.job import TrainDataSpec
 
         return TrainDataSpec(db_path=str(self.db_path), train_cache=self.caches["train"].path, val_cache=val_cache,
-                             corpus_dir=corpus_dir, mix=mix, n_draws=n_draws)
+                             corpus_dir=corpus_dir, mix=mix)
 
 
 def prepare_data(cfg: VLJepaConfig, layout: StateLayout, splits: tuple[str, ...] = ("train", "test"), *,

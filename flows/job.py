@@ -29,6 +29,7 @@ class TrainSummary:
     validation: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
     reused: bool = False  # found already trained (content-addressed), not trained by this call
+    data: dict = field(default_factory=dict)  # loader, samples drawn per component, bad data skipped
 
     @property
     def final_loss(self) -> float | None:
@@ -43,7 +44,8 @@ class TrainSummary:
             return None
         saved = json.loads(done.read_text())
         return cls(checkpoint_dir=str(model_dir), history=saved.get("history", []), steps=saved["steps"],
-                   samples_seen=saved["samples_seen"], seconds=saved["seconds"], reused=True)
+                   samples_seen=saved["samples_seen"], seconds=saved["seconds"], reused=True,
+                   data=saved.get("data", {}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,18 +53,34 @@ class TrainDataSpec:
     """Where a training job's data is: plain strings, so it pickles for submitit."""
 
     db_path: str
-    train_cache: str
+    train_cache: str | None = None  # in-memory training on one split's cache (ablations, comparison)
+    plan: object = None  # preprocessing.stream.StreamPlan: the phase's streamed mix (flows.phase_data)
     val_cache: str | None = None  # validation split's token cache: retrieval R@1 picks the best checkpoint
     corpus_dir: str | None = None  # for the label set of validation classification
     mix: str | None = None  # SFT: a named DuckDB mix (preprocessing.mix); None = the default SFT samples
-    n_draws: int | None = None  # draws from the mix (default: one per available sample)
     dataset: str = "synthetic"
 
 
 def load_training_data(cfg: VLJepaConfig, spec: TrainDataSpec):
-    """The ``TrainData`` source for ``cfg.train.stage`` / ``cfg.train.mode``."""
+    """The training data of a job: the streamed mix of ``spec.plan`` (read shard by shard; frames decoded
+    in the DataLoader workers and encoded in the loop when ``train.mode = "live"``), else one split's
+    cache in memory for ``cfg.train.stage`` / ``cfg.train.mode``."""
+    if spec.plan is not None:
+        from preprocessing.stream import StreamData, load_items
+
+        encode = None
+        if spec.plan.frames is not None:  # type: ignore[attr-defined]
+            from vljepa.encoders import build_x_encoder
+
+            encode = build_x_encoder(cfg.x_encoder).encode
+        t = cfg.train
+        return StreamData(spec.plan, load_items(spec.plan), num_workers=t.num_workers,  # type: ignore[arg-type]
+                          shuffle_buffer=t.shuffle_buffer, resampled=t.resampled, skip_bad=t.skip_bad_samples,
+                          encode=encode)
+    if spec.train_cache is None:
+        raise ValueError("TrainDataSpec needs a plan (streamed) or a train_cache (in memory)")
     if cfg.train.stage == "sft":
-        return load_sft_split(spec.db_path, spec.train_cache, "train", mix=spec.mix, n_draws=spec.n_draws,
+        return load_sft_split(spec.db_path, spec.train_cache, "train", mix=spec.mix,
                               seed=cfg.train.seed, dataset=spec.dataset)
     if cfg.train.mode == "live":
         return load_live_split(cfg, spec.db_path, "train")
@@ -101,14 +119,16 @@ def run_training(cfg_json: str, spec: TrainDataSpec, out_dir: str, *, progress: 
         if tracking is not None and dist.is_main:
             from flows.train_tracker import MlflowTracker
 
-            tracker = MlflowTracker.start(tracking, cfg, extra_params={"data.n_train": len(data)},
+            from vljepa.feed import n_samples
+
+            tracker = MlflowTracker.start(tracking, cfg, extra_params={"data.n_train": n_samples(data)},
                                           world_size=dist.world_size)
         result = train(cfg, data, out_dir, progress=progress and dist.is_main, validate=validator(spec), dist=dist,
                        log_step=tracker.log_step if tracker else None)
         summary = TrainSummary(checkpoint_dir=str(result.checkpoint_dir), history=result.history, steps=result.steps,
                                samples_seen=result.samples_seen, seconds=result.seconds,
                                resumed_from=result.resumed_from, validation=result.validation,
-                               mlflow_run_id=tracker.run_id if tracker else None)
+                               mlflow_run_id=tracker.run_id if tracker else None, data=result.data)
         if tracker is not None:
             tracker.finish(summary, status="FINISHED")
         return summary

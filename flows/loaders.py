@@ -22,7 +22,7 @@ def _query(db_path: str | Path, sql_name: str, params: dict[str, Any]) -> list[d
     """Rows of ``sql/<sql_name>.sql`` as dicts (column name → value)."""
     from preprocessing.manifest import load_sql, open_manifest
 
-    con = open_manifest(db_path)
+    con = open_manifest(db_path, read_only=True)  # ranks read at once: never lock
     try:
         result = con.execute(load_sql(sql_name), params)
         columns = [c[0] for c in result.description]
@@ -65,7 +65,7 @@ def load_sft_split(db_path: str | Path, cache_path: str, split: str, *, mix: str
 
     cache = read_cache(cache_path)
     row_of = {sid: i for i, sid in enumerate(cache.sample_ids)}
-    con = open_manifest(db_path)
+    con = open_manifest(db_path, read_only=True)  # draw(run_id=None) writes nothing
     try:
         result = con.execute(load_sql("sft_annotations"), {"split": split, "dataset": dataset,
                                                            "classification_query": CLASSIFICATION_QUERY})

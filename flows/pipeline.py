@@ -1,6 +1,7 @@
 """The pretraining pipeline (the main job): one sequence of stages shared by Prefect and ``vljepa run``.
 
-corpus → manifest → frozen tokens → stage-1 training (image phase, then image + video) →
+corpus → manifest (+ its still-image set) → per phase: data mix → frozen tokens → stage-1 training
+(image phase on images, then image + video streamed as a weighted mix) →
 evaluation → MLflow tracking → evaluation suite + registration. ``run_pipeline(run, stage=...)``:
 ``stage(name, fn, io)`` wraps each step (``flows.stage``); every step is content-addressed, so a
 re-run with nothing changed reuses each one, and after a failure only the failed step and those
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from flows.data import ImportCounts, SplitCache, cache_split_tokens, import_manifest, prepare_corpus
 from flows.env import StateLayout
 from flows.job import TrainDataSpec, TrainSummary
+from flows.phase_data import PhaseData, phase_plan, prepare_stills
 from flows.resolve import RunConfig
 from flows.stage import StageWrapper, direct
 from vljepa.config import VLJepaConfig
@@ -26,16 +28,16 @@ from vljepa.files import content_key
 EXPERIMENT = "vljepa-pretrain"
 
 
-def train_phase(cfg: VLJepaConfig, run: RunConfig, layout: StateLayout, cache: SplitCache, name: str) -> TrainSummary:
-    """Train one phase into a content-addressed directory (config + training data): a re-run with
-    nothing changed finds the model there and returns its summary instead of training again."""
+def train_phase(cfg: VLJepaConfig, run: RunConfig, layout: StateLayout, data: PhaseData, name: str) -> TrainSummary:
+    """Train one phase on its streamed mix into a content-addressed directory (config + the plan's
+    key): a re-run with nothing changed finds the model there and returns its summary instead."""
     from flows.launch import launch
 
-    out = layout.models / f"{name}-{content_key(cfg.to_json(), cache.cache_key)}"
+    out = layout.models / f"{name}-{content_key(cfg.to_json(), data.key)}"
     found = TrainSummary.load(out)
     if found is not None:
         return found
-    spec = TrainDataSpec(db_path=str(layout.manifest), train_cache=cache.path)
+    spec = TrainDataSpec(db_path=str(layout.manifest), plan=data.plan)
     return launch(cfg, spec, out, launcher=run.launcher, folder=layout.submitit, progress=run.progress).result()
 
 
@@ -88,7 +90,7 @@ class Tracked:
 
 
 def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: TrainSummary, evaluation: Evaluation,
-          caches: dict[str, SplitCache], counts: ImportCounts, run_name: str, flow_run_id: str | None) -> Tracked:
+          data: PhaseData, test: SplitCache, counts: ImportCounts, run_name: str, flow_run_id: str | None) -> Tracked:
     """Log the run to MLflow once per trained model (found again by its ``vljepa.model_key`` tag)."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -107,8 +109,10 @@ def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: Train
     tags = {"preset": cfg.preset, "stage": "pretrain", "launcher": run.launcher, "vljepa.model_key": model_key}
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
-    extra = {"data.n_train": caches["train"].n_samples, "data.n_test": caches["test"].n_samples,
-             "data.train_cache": caches["train"].cache_key, "data.test_cache": caches["test"].cache_key,
+    drawn = summary.data.get("drawn", {})
+    extra = {"data.n_train": data.n_samples, "data.n_test": test.n_samples, "data.mix": data.mix,
+             "data.plan": data.key, "data.test_cache": test.cache_key,
+             **{f"data.drawn.{name}": n for name, n in drawn.items()},
              "data.n_import_failed": counts.n_failed, "train.steps_run": summary.steps,
              "train.samples_seen": summary.samples_seen, "train.seconds": round(summary.seconds, 1)}
     if cfg.train.init_from:
@@ -159,6 +163,7 @@ class PipelineResult:
     final_loss: float | None
     checkpoint_dir: str
     mlflow: Tracked
+    phase_data: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> mix, shares, drawn per component
     reused_caches: list[str] = field(default_factory=list)
     reused_stages: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -206,21 +211,30 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
 
     corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, layout, progress=run.progress)
     counts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir)
+    stills = (stage("prepare-stills", prepare_stills, True)(layout, corpus_dir, progress=run.progress)
+              if cfg.data.generate else None)  # a user corpus: its own sources serve as images
     init_from: str | None = None
+    caches: dict[str, SplitCache] = {}
+    phase_data: dict[str, dict[str, Any]] = {}
     for phase in phases:
         phase_cfg = run.stage_config("pretrain", phase, init_from=init_from)
         suffix = f"-{phase}" if len(phases) > 1 else ""
-        splits = ("train", "test") if phase == phases[-1] else ("train",)
-        caches = {split: stage(f"cache-tokens-{split}{suffix}", cache_split_tokens, True)(
-            phase_cfg, layout, split, progress=run.progress, engine=run.engine) for split in splits}
-        summary = stage(f"train{suffix}", train_phase, False)(phase_cfg, run, layout, caches["train"],
+        data = stage(f"plan-data{suffix}", phase_plan, True)(phase_cfg, layout, stills_dataset=stills,
+                                                              progress=run.progress, engine=run.engine)
+        caches.update({f"{where}@{phase}": cache for where, cache in data.caches.items()})
+        summary = stage(f"train{suffix}", train_phase, False)(phase_cfg, run, layout, data,
                                                              f"pretrain-{phase}-{cfg.preset}")
+        phase_data[phase] = {"mix": data.mix, "n_samples": data.n_samples, "shares": data.plan.shares,
+                             "drawn": summary.data.get("drawn", {}), "skipped": summary.data.get("skipped", {})}
         init_from = summary.checkpoint_dir
         cfg = phase_cfg
-    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, caches["test"],
-                                                          corpus_dir)
-    tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, caches, counts, run_name, flow_run_id)
-    suite = stage("evaluate-and-register", evaluate_suite, False)(run, layout, summary.checkpoint_dir, caches["test"],
+    test = stage("cache-tokens-test", cache_split_tokens, True)(cfg, layout, "test", progress=run.progress,
+                                                                engine=run.engine)
+    caches["test"] = test
+    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, test, corpus_dir)
+    tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, data, test, counts, run_name,
+                                          flow_run_id)
+    suite = stage("evaluate-and-register", evaluate_suite, False)(run, layout, summary.checkpoint_dir, test,
                                                                   corpus_dir, tracked.run_id)
     registration = suite.get("mlflow", {})
     tracked.model_version = str(registration.get("version"))
@@ -231,9 +245,10 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     return PipelineResult(
         run_name=run_name, preset=cfg.preset, phases=list(phases), metrics=evaluation.metrics,
         chance=evaluation.chance, suite_metrics=suite["metrics"], suite_chance=suite["chance"],
-        n_test=evaluation.n_test, n_train=caches["train"].n_samples, train_steps=summary.steps,
+        n_test=evaluation.n_test, n_train=data.n_samples, train_steps=summary.steps,
         train_seconds=round(summary.seconds, 1), final_loss=summary.final_loss, checkpoint_dir=summary.checkpoint_dir,
-        mlflow=tracked, reused_caches=[s for s, c in caches.items() if c.reused], reused_stages=reused,
+        mlflow=tracked, phase_data=phase_data, reused_caches=[s for s, c in caches.items() if c.reused],
+        reused_stages=reused,
         stage_seconds=stage_seconds, seconds=round(time.perf_counter() - started, 1))
 
 
@@ -249,7 +264,7 @@ def format_report(result: PipelineResult) -> str:
     m, c = result.metrics, result.chance
     loss = f"{result.final_loss:.3f}" if result.final_loss is not None else "n/a"
     lines = [f"VL-JEPA pretrain ({result.preset}) — {result.run_name} in {result.seconds} s",
-             f"  train: {result.n_train} clips, {result.train_steps} steps, final loss {loss}",
+             f"  train: {result.n_train} samples (last phase), {result.train_steps} steps, final loss {loss}",
              f"  test (held-out compositions, n={result.n_test}):"]
     for key in ("t2v_r1", "t2v_r5", "v2t_r1", "cls_top1", "cls_top5"):
         if key in m:
@@ -259,6 +274,9 @@ def format_report(result: PipelineResult) -> str:
         if key in result.suite_metrics:
             chance = f" (chance {result.suite_chance[key]:.3f})" if key in result.suite_chance else ""
             lines.append(f"    {key:<26} {result.suite_metrics[key]:.3f}{chance}")
+    for phase, info in result.phase_data.items():
+        drawn = ", ".join(f"{name} {n} ({info['shares'].get(name, 0):.0%} share)" for name, n in info["drawn"].items())
+        lines.append(f"  phase {phase}: mix {info['mix']}, drew {drawn or 'n/a'}")
     if result.reused_stages:
         lines.append(f"  reused (nothing changed): {', '.join(result.reused_stages)}")
     promoted = " → promoted to champion" if result.mlflow.promoted else ""

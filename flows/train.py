@@ -1,7 +1,8 @@
 """One stage of the two-stage recipe, launched inline, locally or on Slurm (``vljepa train``, ``sft/full``).
 
-``run_train(job)``: resolve the stage's config (``flows.resolve``), make sure the frozen tokens of
-the train and val splits are cached (idempotent, content-addressed), launch ``TrainJob`` and wait.
+``run_train(job)``: resolve the stage's config (``flows.resolve``), build the stage's streamed data
+mix (``flows.phase_data``: mix, cached tokens, plan; idempotent, content-addressed) and the val
+split's cache, launch ``TrainJob`` and wait.
 ``sbatch_script(job)`` is the script Slurm would get, touching nothing.
 """
 
@@ -31,8 +32,7 @@ class TrainJobConfig:
     local_tasks: int = 1  # ranks of a local submitit job (gloo on CPU)
     init_from: str | None = None  # checkpoint dir: stage-1 model for SFT, phase 1A for phase 1B
     out_dir: str | None = None  # run directory (resumed if it has checkpoints); default under the state dir
-    mix: str | None = None  # SFT: named DuckDB data mix (preprocessing.mix); default: all SFT annotations
-    n_draws: int | None = None
+    mix: str | None = None  # a DuckDB data mix already in the manifest; default: the stage's preset (sft-paper, ...)
     validate: bool = True  # cache the val split and keep the best checkpoint by val t2v_r1
     sweep: str | None = None  # runs of one sweep share an experiment and a `sweep` tag
 
@@ -54,15 +54,31 @@ def run_name(cfg: VLJepaConfig) -> str:
 
 
 def prepare_training(job: TrainJobConfig) -> PreparedTraining:
-    """Resolve the config; cache the train (and val) split's frozen tokens (idempotent)."""
-    from flows.data import prepare_data
+    """Resolve the config; build the stage's streamed data mix and cache the val split (idempotent).
+
+    The mix is the stage / phase's preset (``flows.phase_data``), or ``job.mix`` when given (SFT).
+    Everything the ranks need is written here, before the launch: they never open the manifest
+    read-write (several ranks would fight for its lock).
+    """
+    from flows.data import cache_split_tokens, import_manifest, prepare_corpus
+    from flows.phase_data import phase_plan, prepare_stills
 
     cfg = job.model_config()
-    layout = job.run.layout()
-    splits = ("train", "val") if job.validate else ("train",)
-    data = prepare_data(cfg, layout, splits, progress=job.run.progress, engine=job.run.engine)
-    spec = data.spec(val_cache=data.caches["val"].path if job.validate else None, corpus_dir=str(data.corpus_dir),
-                     mix=job.mix, n_draws=job.n_draws)
+    layout = job.run.layout().ensure()
+    progress, engine = job.run.progress, job.run.engine
+    corpus_dir = prepare_corpus(cfg, layout, progress=progress)
+    import_manifest(layout.manifest, corpus_dir)
+    stills = prepare_stills(layout, corpus_dir, progress=progress) if cfg.data.generate else None
+    data = phase_plan(cfg, layout, mix=job.mix, preset=job.mix is None, stills_dataset=stills, progress=progress,
+                      engine=engine)
+    val = cache_split_tokens(cfg, layout, "val", progress=progress, engine=engine) if job.validate else None
+    plan = data.plan
+    if cfg.train.mode == "live":
+        from flows.phase_data import live_plan
+
+        plan = live_plan(cfg, layout, data)
+    spec = TrainDataSpec(db_path=str(layout.manifest), plan=plan, val_cache=val.path if val else None,
+                         corpus_dir=str(corpus_dir))
     name = run_name(cfg)
     return PreparedTraining(cfg=cfg, spec=spec, out_dir=Path(job.out_dir) if job.out_dir else layout.runs / name,
                             submitit_dir=layout.submitit, tracking=_tracking(job, layout, name))

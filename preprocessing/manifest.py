@@ -49,13 +49,33 @@ def load_sql(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def open_manifest(db_path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    """Connect to the manifest database at `db_path` (":memory:" works) and create its tables."""
-    if str(db_path) != ":memory:":
-        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
-    con.execute(load_sql("schema"))
-    return con
+def open_manifest(db_path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Connect to the manifest database at `db_path` (":memory:" works) and create its tables.
+
+    read_only=True: for readers (data loaders, training ranks). DuckDB lets one process hold a
+    file read-write, and then no other process may open it at all, but any number of processes
+    may hold it read-only at once; no schema statement is run, and a missing file is an error.
+    """
+    if not read_only:
+        if str(db_path) != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(db_path))
+        con.execute(load_sql("schema"))
+        return con
+    if str(db_path) == ":memory:":
+        raise ValueError("an in-memory manifest cannot be opened read-only: it would be empty")
+    if not Path(db_path).is_file():
+        raise FileNotFoundError(
+            f"no manifest at {db_path}: import data first (`vljepa data --manifest {db_path} import corpus DIR`, "
+            "or `vljepa run`, which imports the embedded corpus)")
+    try:
+        return duckdb.connect(str(db_path), read_only=True)
+    except duckdb.ConnectionException as err:
+        # This process already holds the file read-write (DuckDB refuses a second configuration
+        # of one database in one process): share that instance; its lock is ours already.
+        if "different configuration" not in str(err):
+            raise
+        return duckdb.connect(str(db_path))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,10 @@ classification and pretraining data this way. ``draw`` picks a component for eac
 probability weight / sum(weights) and then walks a per-component permutation (re-shuffled at
 each pass: a pass is one epoch of that component), all from one numpy seed, so the same
 (mix, seed, n) always gives the same draws; the draws are written to ``mix_draws``.
+
+``MIX_PRESETS`` are the mixes of the paper's recipe (Sec. 3.2), one per phase: ``pretrain-image``
+(1A), ``pretrain-video`` (1B) and ``sft-paper`` (stage 2), over a dataset and its still images
+(``preprocessing.stills``); ``component_samples`` lists one component's (query, target) samples.
 """
 
 from __future__ import annotations
@@ -149,3 +153,92 @@ def draw(con: duckdb.DuckDBPyConnection, name: str, n: int, *, seed: int, run_id
             con.rollback()
             raise
     return draws
+
+
+
+def component_samples(con: duckdb.DuckDBPyConnection, component: MixComponent, *,
+                      classification_query: str) -> list[tuple[str, int, str, str]]:
+    """(source_id, idx, query, target) of every sample of ``component`` (``sql/component_samples.sql``).
+
+    Ordered by (source_id, idx); annotations with no target text are left out. A caption or event
+    has the empty query, a class label the query ``classification_query`` and target "a <label>".
+    """
+    rows = con.execute(manifest.load_sql("component_samples"), {
+        "task": component.task, "dataset": component.dataset, "split": component.split,
+        "classification_query": classification_query}).fetchall()
+    return [(str(s), int(i), str(q), str(t)) for s, i, q, t in rows]
+
+
+# -- the recipe's mixes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentTemplate:
+    """A preset's component before its data is named: ``source`` says which dataset it reads."""
+
+    name: str
+    task: str
+    source: str  # "dataset": the videos (the corpus); "stills": the image source
+    weight: float
+
+    def __post_init__(self) -> None:
+        if self.source not in ("dataset", "stills"):
+            raise ValueError(f"template {self.name!r}: source must be 'dataset' or 'stills', got {self.source!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixPreset:
+    description: str
+    components: tuple[ComponentTemplate, ...]
+
+    def shares(self) -> dict[str, float]:
+        """Component name -> weight / sum of weights (expected fraction of draws)."""
+        total = sum(c.weight for c in self.components)
+        return {c.name: c.weight / total for c in self.components}
+
+
+MIX_PRESETS: dict[str, MixPreset] = {
+    "pretrain-image": MixPreset(
+        description="paper phase 1A (Sec. 3.2.1): image-text data only, 1 frame a sample",
+        components=(ComponentTemplate(name="stills", task="caption", source="stills", weight=1.0),)),
+    # The paper gives no image : video ratio for phase 1B; 0.3 : 0.7 is our choice (videos are
+    # what 1B adds, images keep the 1A alignment from drifting).
+    "pretrain-video": MixPreset(
+        description="paper phase 1B (Sec. 3.2.1): joint image + video captions, images 0.3 : videos 0.7 (our ratio)",
+        components=(ComponentTemplate(name="stills", task="caption", source="stills", weight=0.3),
+                    ComponentTemplate(name="videos", task="caption", source="dataset", weight=0.7))),
+    # Sec. 3.2.2: 25M VQA, 2.8M captioning and 1.8M classification samples, plus "downsampled
+    # pretraining data" of a size the paper does not give: we take 10 % of the 29.6M named
+    # samples, 2.96M. Weights are millions of samples; shares = weight / 32.56.
+    "sft-paper": MixPreset(
+        description="paper stage 2 SFT (Sec. 3.2.2): 25M VQA, 2.8M captions, 1.8M classification, "
+                    "2.96M pretraining captions (10 % of the rest: our size, the paper gives none)",
+        components=(ComponentTemplate(name="vqa", task="vqa", source="dataset", weight=25.0),
+                    ComponentTemplate(name="captions", task="caption", source="dataset", weight=2.8),
+                    ComponentTemplate(name="classification", task="classification", source="dataset", weight=1.8),
+                    ComponentTemplate(name="pretraining", task="caption", source="stills", weight=2.96))),
+}
+
+
+def mix_preset(name: str) -> MixPreset:
+    try:
+        return MIX_PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown mix preset {name!r}; known presets: {', '.join(sorted(MIX_PRESETS))}") from None
+
+
+def preset_components(name: str, *, dataset: str = "synthetic", stills_dataset: str = "synthetic-stills",
+                      split: str = "train") -> list[MixComponent]:
+    """The components of preset ``name`` over ``dataset`` (videos) and ``stills_dataset`` (images), one split."""
+    datasets = {"dataset": dataset, "stills": stills_dataset}
+    return [MixComponent(name=t.name, task=t.task, dataset=datasets[t.source], split=split, weight=t.weight)
+            for t in mix_preset(name).components]
+
+
+def create_preset_mix(con: duckdb.DuckDBPyConnection, name: str, *, mix_name: str | None = None,
+                      dataset: str = "synthetic", stills_dataset: str = "synthetic-stills",
+                      split: str = "train") -> list[MixComponent]:
+    """Create (or replace) the mix ``mix_name`` (default: the preset's name) from preset ``name``."""
+    components = preset_components(name, dataset=dataset, stills_dataset=stills_dataset, split=split)
+    create_mix(con, mix_name or name, components, mix_preset(name).description)
+    return components

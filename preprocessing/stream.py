@@ -205,7 +205,8 @@ class Reader:
         state = state or {}
         seed = (options.seed, reader)
         self.skipped = dict(state.get("skipped", {"shards": 0, "samples": 0}))
-        self.sources = [source_for(c, plan, options.skip_bad, self.skipped) for c in plan.components]
+        self.sources = [source_for(c, frames=plan.frames, token_shape=plan.token_shape, skip_bad=options.skip_bad,
+                                   skipped=self.skipped) for c in plan.components]
         cursors = state.get("components", [None] * len(plan.components))
         self.cursors = [_ComponentCursor(i, c, self.sources[i], items[i], _pieces(c, reader, readers),
                                          (*seed, 1, i), options.resampled, cursors[i])

@@ -16,14 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from preprocessing.shards import read_wds_shard
-
-if TYPE_CHECKING:
-    from preprocessing.stream import StreamComponent, StreamPlan
 
 PARQUET_BATCH_ROWS = 8  # rows per Parquet record batch read: the reader's memory is this many samples
 
@@ -153,9 +150,11 @@ class VideoChunks:
             yield row, source_id, frames
 
 
-def source_for(component: "StreamComponent", plan: "StreamPlan", skip_bad: bool, skipped: dict[str, int]) -> ShardSource:
+def source_for(component: Any, *, frames: FrameSpec | None, token_shape: tuple[int, int] | None, skip_bad: bool,
+               skipped: dict[str, int]) -> ShardSource:
+    """The source of a ``preprocessing.stream.StreamComponent``: its videos (live) or its token shards."""
     if component.videos:
-        if plan.frames is None:
+        if frames is None:
             raise ValueError(f"component {component.name!r} reads videos but the plan has no FrameSpec")
-        return VideoChunks(component.videos, component.video_chunk, plan.frames, skip_bad, skipped)
-    return TokenShards(component.shards, component.shard_sizes, plan.token_shape, skip_bad, skipped)
+        return VideoChunks(component.videos, component.video_chunk, frames, skip_bad, skipped)
+    return TokenShards(component.shards, component.shard_sizes, token_shape, skip_bad, skipped)

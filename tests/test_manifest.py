@@ -7,8 +7,10 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from preprocessing import manifest as manifest_module
@@ -269,6 +271,80 @@ def test_open_manifest_is_reentrant(tmp_path):
     con.close()
 
 
+# A process that opens the manifest, says so, waits for a line on stdin, then reads it.
+_READER = """
+import sys
+from preprocessing.manifest import open_manifest
+try:
+    con = open_manifest(sys.argv[1], read_only=sys.argv[2] == "ro")
+except Exception as err:
+    print("error", type(err).__name__, str(err).replace(chr(10), " "), flush=True)
+    sys.exit(0)
+print("open", flush=True)
+sys.stdin.readline()
+print("sources", con.execute("SELECT count(*) FROM sources").fetchone()[0], flush=True)
+con.close()
+"""
+
+
+def _start_reader(db: Path, mode: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-c", _READER, str(db), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    return proc, proc.stdout.readline().strip()
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate("go\n", timeout=60)
+    return out.strip()
+
+
+def test_read_only_connections_in_two_processes_at_once(con, corpus, tmp_path):
+    """Training ranks each open the manifest: read-only they can all hold it, read-write only one can."""
+    n = import_corpus(con, corpus, probe=False).n_imported  # unprobed: the text file named .mp4 too
+    db = tmp_path / "db" / "manifest.duckdb"
+    con.close()  # the fixture's connection holds the file read-write: let go of it
+    first, first_state = _start_reader(db, "ro")
+    second, second_state = _start_reader(db, "ro")  # while the first holds its connection
+    assert (first_state, second_state) == ("open", "open")
+    assert (_finish(first), _finish(second)) == (f"sources {n}", f"sources {n}")
+    # The same two processes read-write: the second cannot take DuckDB's lock on the file.
+    writer, writer_state = _start_reader(db, "rw")
+    other, other_state = _start_reader(db, "rw")
+    assert writer_state == "open"
+    assert other_state.startswith("error") and "lock" in other_state, other_state
+    assert _finish(writer) == f"sources {n}"
+    other.communicate(timeout=60)
+
+
+def test_read_only_open_runs_no_schema_and_needs_the_file(tmp_path):
+    db = tmp_path / "nothing" / "manifest.duckdb"
+    with pytest.raises(FileNotFoundError, match="no manifest at .*vljepa data"):
+        open_manifest(db, read_only=True)
+    assert not db.parent.exists()  # a reader creates nothing
+    open_manifest(db).close()
+    reader = open_manifest(db, read_only=True)
+    try:
+        assert reader.execute("SELECT count(*) FROM sources").fetchall() == [(0,)]
+        with pytest.raises(duckdb.Error, match="read-only"):
+            reader.execute("CREATE TABLE extra (x INTEGER)")
+    finally:
+        reader.close()
+    with pytest.raises(ValueError, match="in-memory"):
+        open_manifest(":memory:", read_only=True)
+
+
+def test_read_only_open_shares_this_process_read_write_connection(tmp_path):
+    """DuckDB refuses a second configuration of one file in one process: a reader there shares the writer's."""
+    db = tmp_path / "m.duckdb"
+    writer = open_manifest(db)
+    try:
+        reader = open_manifest(db, read_only=True)
+        assert reader.execute("SELECT count(*) FROM sources").fetchall() == [(0,)]
+        reader.close()
+    finally:
+        writer.close()
+
+
 def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     used: set[str] = set()
     real_load_sql = manifest_module.load_sql
@@ -291,9 +367,13 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     record_shards(con, "cd" * 32, [{"name": "shard-00000.tar", "n_samples": 1, "bytes": 10}], directory="/x",
                   fmt="webdataset")
     assert list_failures(con, "decode")[0]["error"] == "boom"
-    create_mix(con, "m", [MixComponent(name="c", task="caption", dataset="synthetic", split="train", weight=1)])
+    component = MixComponent(name="c", task="caption", dataset="synthetic", split="train", weight=1)
+    create_mix(con, "m", [component])
     assert mix_stats(con, "m", 10)[0].n_items > 0
     draw(con, "m", 5, seed=0, run_id="r")
+    from preprocessing.mix import component_samples
+
+    assert component_samples(con, component, classification_query="what object is this?")
     # Queries that other modules run against this schema (flows/selective.py): they must run.
     if (SQL_DIR / "split_events.sql").exists():
         con.execute(manifest_module.load_sql("split_events"), {"dataset": "synthetic", "split": "train", "min_events": 1})

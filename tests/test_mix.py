@@ -126,3 +126,93 @@ def test_preprocess_flow_steps_import_then_cache(folder, tmp_path, tiny_cfg):
     shards = con.execute("SELECT count(*), sum(n_samples) FROM cache_shards").fetchall()
     con.close()
     assert shards == [(2, 4)]
+
+
+# -- the recipe's preset mixes ------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_stills(con, tmp_path):
+    """``con`` plus dataset "s": two still images (PNG) with captions and labels."""
+    import numpy as np
+
+    from preprocessing.stills import write_png
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        write_png(images / f"s{i}.png", np.full((32, 48, 3), 40 * i, dtype=np.uint8))
+    (images / "ann.csv").write_text("path,caption,split,label\n"
+                                    + "".join(f"s{i}.png,still {i},train,cls{i}\n" for i in range(2)))
+    assert import_folder(con, images, images / "ann.csv", dataset="s").n_imported == 2
+    assert con.execute("SELECT DISTINCT kind FROM sources WHERE source_id LIKE 's%'").fetchall() == [("image",)]
+    return con
+
+
+def test_preset_shares_follow_the_paper():
+    from preprocessing.mix import MIX_PRESETS, preset_components
+
+    total = 25 + 2.8 + 1.8 + 2.96  # millions of samples, paper Sec. 3.2.2 (+ our 10 % of pretraining data)
+    assert MIX_PRESETS["sft-paper"].shares() == pytest.approx(
+        {"vqa": 25 / total, "captions": 2.8 / total, "classification": 1.8 / total, "pretraining": 2.96 / total})
+    assert MIX_PRESETS["pretrain-video"].shares() == pytest.approx({"stills": 0.3, "videos": 0.7})
+    image = preset_components("pretrain-image", stills_dataset="s", split="val")
+    assert [(c.task, c.dataset, c.split) for c in image] == [("caption", "s", "val")]  # images only
+    sft = {c.name: c for c in preset_components("sft-paper", dataset="d", stills_dataset="s")}
+    assert (sft["vqa"].dataset, sft["pretraining"].dataset, sft["pretraining"].task) == ("d", "s", "caption")
+    with pytest.raises(KeyError, match="pretrain-image, pretrain-video, sft-paper"):
+        preset_components("paper")
+
+
+def test_preset_mix_created_with_shares_and_epochs(with_stills):
+    from preprocessing.mix import create_preset_mix, mix_components
+
+    con = with_stills
+    components = create_preset_mix(con, "sft-paper", mix_name="sft", dataset="d", stills_dataset="s")
+    assert mix_components(con, "sft") == sorted(components, key=lambda c: c.name)  # listed by name
+    assert con.execute("SELECT description FROM mixes WHERE mix_name = 'sft'").fetchone()[0].startswith("paper stage 2")
+    stats = {s.component: s for s in mix_stats(con, "sft", n_draws=3256)}
+    assert stats["vqa"].share == pytest.approx(25 / 32.56) and stats["vqa"].n_items == 4
+    assert stats["vqa"].epochs == pytest.approx(2500 / 4)  # 3256 draws * 25/32.56 over 4 VQA pairs
+    assert (stats["pretraining"].n_items, stats["pretraining"].epochs) == (2, pytest.approx(296 / 2))
+    drawn = Counter(d.component for d in draw(con, "sft", 2000, seed=0))
+    assert drawn["vqa"] / 2000 == pytest.approx(25 / 32.56, abs=0.03)
+    assert {d.source_id for d in draw(con, "sft", 200, seed=0) if d.component == "pretraining"} == {"s0", "s1"}
+
+
+def test_component_samples_queries_and_targets(with_stills):
+    from preprocessing.mix import component_samples
+
+    def samples(task, dataset="d"):
+        c = MixComponent(name=task, task=task, dataset=dataset, split="train", weight=1)
+        return component_samples(with_stills, c, classification_query="what is it?")
+
+    assert samples("vqa") == [(f"v{i}", 0, "what?", f"thing {i}") for i in range(4)]
+    assert samples("caption", "s") == [("s0", 0, "", "still 0"), ("s1", 0, "", "still 1")]
+    assert samples("classification")[1] == ("v1", 0, "what is it?", "a cls1")
+    assert samples("event") == []  # the folder import has no events
+    with_stills.execute("UPDATE annotations SET text = '' WHERE source_id = 's0' AND task = 'caption'")
+    assert [s[0] for s in samples("caption", "s")] == ["s1"]  # an empty target is no sample
+
+
+def test_cli_preset_mixes(with_stills, tmp_path, capsys):
+    db = str(tmp_path / "m.duckdb")
+    with_stills.close()  # the CLI opens the file itself
+    assert data_main(["mix", "presets"]) == 0
+    listed = capsys.readouterr().out
+    assert "sft-paper:" in listed and "share 0.768" in listed and "pretrain-image:" in listed
+    assert data_main(["--manifest", db, "mix", "create", "p1b", "--preset", "pretrain-video", "--dataset", "d",
+                      "--stills-dataset", "s"]) == 0
+    assert "2 components" in capsys.readouterr().out
+    assert data_main(["--manifest", db, "mix", "show", "p1b", "--n-draws", "100"]) == 0
+    header, _, *rows = capsys.readouterr().out.splitlines()
+    assert "epochs: passes over the component's items in 100 draws" in header
+    assert rows[0].split()[:2] == ["stills", "caption"] and rows[0].split()[-1] == "15.00"  # 0.3 * 100 / 2
+    assert rows[1].split()[-1] == "17.50"  # videos: 0.7 * 100 / 4
+    for wrong in (["--preset", "nope"], ["--component", "a=vqa:d:train:1", "--dataset", "d"],
+                  ["--component", "a=vqa:d:train:1", "--preset", "sft-paper"], []):
+        with pytest.raises(SystemExit):
+            data_main(["--manifest", db, "mix", "create", "bad", *wrong])
+    with pytest.raises(SystemExit):  # a reader needs a manifest: it does not create an empty one
+        data_main(["--manifest", str(tmp_path / "none.duckdb"), "mix", "show", "p1b"])
+    assert not (tmp_path / "none.duckdb").exists()

@@ -14,14 +14,19 @@ from flows.resolve import RunConfig
 
 # The content addresses of the main job's stages on `tiny`, recorded with the code before the
 # harness redesign (issue 13): a refactor that changes one re-trains or re-caches users' runs.
-# The video model's key covers its init_from path, so the run uses this fixed state dir.
+# Re-recorded for issue 14, which changed what the phases read: the video caches (train at 2
+# frames, test) kept their keys; the image phase now reads the still-image set (its own 1-frame
+# and 2-frame caches, the `-stills` data dir and the `items` of each mix component), so the 1-frame
+# video cache is gone and both models are new. The video model's key covers its init_from path,
+# so the run uses this fixed state dir.
 PINNED_STATE = Path("/tmp/vljepa-content-key-pin")
 PINNED = {
-    "data": ["synthetic-dbb83703d033"],
-    "models": ["pretrain-image-tiny-0547dc1dd0c9", "pretrain-video-tiny-1e609beb63c6"],
+    "data": ["items", "synthetic-dbb83703d033", "synthetic-dbb83703d033-stills"],
+    "models": ["pretrain-image-tiny-9cf35421bd32", "pretrain-video-tiny-659fcebc90fc"],
     "caches": ["0eb633cc9a937242115bb5b249f59db80c024b94b839ae2d717a02f17c00196e",
-               "5dde04b375103d557e9523c7da7fd92c94ee664c8c3e7cad68c5cfa82a34ff1b",
-               "c624afab88dec4fa258d51101810c2066fa5e65484415cd2f4e0b5b9e01b72b8"],
+               "9d3deb7442592c3dbadc0ca6c8a118c2c2d7bef95e54dd914df9ef79b7be4355",
+               "c624afab88dec4fa258d51101810c2066fa5e65484415cd2f4e0b5b9e01b72b8",
+               "d44eb9bb684e483c2408e2bc2d097844424ebbc02fe5aa500c7eba836a0e961c"],
 }
 HIDE_PREFECT = "import sys; sys.modules['prefect'] = None; from flows.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -88,13 +93,24 @@ def test_rerun_reuses_every_stage_and_registers_nothing_new(first_run):
     run, result = first_run
     assert result["phases"] == ["image", "video"] and not result["reused_stages"]
     again = run_pipeline(run).to_dict()
-    assert sorted(again["reused_caches"]) == ["test", "train"]
+    assert sorted(again["reused_caches"]) == ["synthetic-stills/train@image", "synthetic-stills/train@video",
+                                              "synthetic/train@video", "test"]
     for name in ("train-image", "train-video", "evaluate", "track", "evaluate-and-register"):
         assert name in again["reused_stages"], name
     assert again["checkpoint_dir"] == result["checkpoint_dir"]
     assert again["mlflow"]["run_id"] == result["mlflow"]["run_id"]
     assert again["mlflow"]["model_version"] == result["mlflow"]["model_version"]
     assert again["metrics"] == result["metrics"]
+
+
+def test_each_phase_read_its_own_mix(first_run):
+    """Phase 1A drew still images only; phase 1B a mixture of stills and videos near its weights."""
+    _, result = first_run
+    image, video = result["phase_data"]["image"], result["phase_data"]["video"]
+    assert image["mix"] == "pretrain-image" and set(image["drawn"]) == {"stills"}
+    assert video["mix"] == "pretrain-video" and set(video["drawn"]) == {"stills", "videos"}
+    assert video["drawn"]["videos"] > video["drawn"]["stills"] > 0  # weights 0.7 / 0.3
+    assert sum(image["drawn"].values()) > 0 and not any(image["skipped"].values())
 
 
 def test_video_phase_starts_from_the_image_phase_model(first_run):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from preprocessing.shards import ShardWriter, TokenRecord
-from preprocessing.stream import (BadDataError, RankStream, StreamComponent, StreamData, StreamOptions, StreamPlan,
+from preprocessing.stream import (BadDataError, RankStream, StreamComponent, StreamData, StreamPlan,
                                   load_items)
 
 SHAPE = (2, 4)

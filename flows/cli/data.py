@@ -6,6 +6,8 @@ Examples::
     vljepa data import video2dataset shard-0000.tar shard-0001.tar --media-dir media --dataset web
     vljepa data import corpus CORPUS_DIR
     vljepa data mix create sft --component vqa=vqa:synthetic:train:1 --component cap=caption:synthetic:train:1
+    vljepa data mix presets
+    vljepa data mix create sft --preset sft-paper --dataset synthetic --stills-dataset synthetic-stills
     vljepa data mix show sft --n-draws 10000
     vljepa data failures --stage decode
 """
@@ -16,7 +18,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     mix = sub.add_parser("mix", help="data mixes: named, weighted components")
     mixes = mix.add_subparsers(dest="mix_command", required=True)
-    create = mixes.add_parser("create", help="create or replace a mix")
+    create = mixes.add_parser("create", help="create or replace a mix: from --component's, or from a --preset")
     create.add_argument("name")
-    create.add_argument("--component", action="append", required=True, metavar="NAME=TASK:DATASET:SPLIT:WEIGHT",
-                        help="repeat per component; TASK is caption, vqa, classification or event")
-    create.add_argument("--description")
+    given = create.add_mutually_exclusive_group(required=True)
+    given.add_argument("--component", action="append", metavar="NAME=TASK:DATASET:SPLIT:WEIGHT",
+                       help="repeat per component; TASK is caption, vqa, classification or event")
+    given.add_argument("--preset", help="a preset of `vljepa data mix presets` (the paper recipe's mixes)")
+    create.add_argument("--dataset", help="with --preset: the videos' dataset (default synthetic)")
+    create.add_argument("--stills-dataset", help="with --preset: the images' dataset (default synthetic-stills)")
+    create.add_argument("--split", help="with --preset: the split of every component (default train)")
+    create.add_argument("--description", help="with --component (a preset has its own)")
+    create.set_defaults(create_parser=create)
+    mixes.add_parser("presets", help="the preset mixes: components and shares")
     show = mixes.add_parser("show", help="component counts, shares, token totals and epochs")
     show.add_argument("name")
     show.add_argument("--n-draws", type=int, help="training draws, to compute epochs per component")
@@ -62,11 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `vljepa data` with ``argv``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "mix" and args.mix_command == "presets":
+        return _print_presets()
+    if args.command == "mix" and args.mix_command == "create":
+        _check_create_args(args.create_parser, args)
     from flows.env import StateLayout
     from preprocessing.manifest import list_failures, open_manifest
 
-    con = open_manifest(args.manifest or StateLayout.resolve().manifest)
+    read_only = args.command == "failures" or (args.command == "mix" and args.mix_command == "show")
+    try:
+        con = open_manifest(args.manifest or StateLayout.resolve().manifest, read_only=read_only)
+    except FileNotFoundError as err:  # nothing imported yet: say what to run, no traceback
+        parser.exit(2, f"vljepa data: error: {err}\n")
     try:
         if args.command == "import":
             if args.kind == "folder":
@@ -85,17 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"failed {summary.n_failed}" + (" (see `vljepa data failures`)" if summary.n_failed else ""))
             return 0
         if args.command == "mix":
-            from preprocessing.mix import MixComponent, create_mix, mix_stats
+            from preprocessing.mix import MixComponent, create_mix, create_preset_mix, mix_stats
 
             if args.mix_command == "create":
-                components = [MixComponent.parse(text) for text in args.component]
-                create_mix(con, args.name, components, args.description)
+                if args.preset:
+                    components = create_preset_mix(con, args.preset, mix_name=args.name, **_preset_data(args))
+                else:
+                    components = [MixComponent.parse(text) for text in args.component]
+                    create_mix(con, args.name, components, args.description)
                 print(f"mix {args.name!r}: {len(components)} components")
                 return 0
             stats = mix_stats(con, args.name, args.n_draws)
             if args.json:
                 print(json.dumps([s.__dict__ for s in stats], indent=2))
                 return 0
+            print("share: expected fraction of draws; epochs: passes over the component's items in "
+                  + (f"{args.n_draws:,} draws" if args.n_draws else "N draws (give --n-draws N)"))
             print(f"{'component':<16}{'task':<16}{'data':<24}{'share':>7}{'items':>8}{'clips':>8}{'tokens':>12}{'epochs':>9}")
             for s in stats:
                 tokens = "-" if s.n_tokens is None else f"{s.n_tokens:,}"
@@ -113,6 +135,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         con.close()
+
+
+def _preset_data(args: argparse.Namespace) -> dict[str, str]:
+    """create_preset_mix's dataset arguments that were given (the rest keep its defaults)."""
+    given = {"dataset": args.dataset, "stills_dataset": args.stills_dataset, "split": args.split}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _check_create_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.preset:
+        from preprocessing.mix import MIX_PRESETS
+
+        if args.preset not in MIX_PRESETS:
+            parser.error(f"unknown --preset {args.preset!r}; known: {', '.join(sorted(MIX_PRESETS))}")
+        if args.description is not None:
+            parser.error("--description goes with --component: a preset has its own")
+    elif _preset_data(args):
+        parser.error("--dataset, --stills-dataset and --split go with --preset; a --component names its own")
+
+
+def _print_presets() -> int:
+    from preprocessing.mix import MIX_PRESETS
+
+    for name, preset in MIX_PRESETS.items():
+        print(f"{name}: {preset.description}")
+        shares = preset.shares()
+        for c in preset.components:
+            data = "DATASET" if c.source == "dataset" else "STILLS_DATASET"
+            print(f"    {c.name:<16}{c.task:<16}{data:<16}weight {c.weight:<8g}share {shares[c.name]:.3f}")
+    return 0
 
 
 if __name__ == "__main__":

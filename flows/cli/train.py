@@ -21,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", default=None, help="checkpoint dir to start from (SFT: the stage-1 model)")
     p.add_argument("--out", default=None, help="run directory (default: <state>/runs/<stage>-<phase>-<preset>)")
     add_state_arguments(p)
-    p.add_argument("--mix", default=None, help="SFT: a named DuckDB data mix (default: all VQA/caption/label pairs)")
-    p.add_argument("--n-draws", type=int, default=None)
+    p.add_argument("--mix", default=None,
+                   help="a named DuckDB data mix in the manifest (`vljepa data mix create`); default: the stage's "
+                        "preset: pretrain-image / pretrain-video for stage 1, sft-paper (the paper's proportions) for SFT")
     p.add_argument("--no-validate", action="store_true", help="skip the val split (no best-checkpoint tracking)")
     p.add_argument("--experiment", default="vljepa-train", help="MLflow experiment")
     p.add_argument("--sweep", default=None, help="runs of one sweep share an experiment and a `sweep` tag")
@@ -34,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
 
     job = TrainJobConfig(run=run_config(args, launcher=args.launcher, experiment=args.experiment), stage=args.stage,
                          phase=args.phase, local_tasks=args.nproc, init_from=args.init_from, out_dir=args.out,
-                         mix=args.mix, n_draws=args.n_draws, validate=not args.no_validate, sweep=args.sweep)
+                         mix=args.mix, validate=not args.no_validate, sweep=args.sweep)
     if args.dry_run:
         print(f"# resolved config\n{job.model_config().to_json()}\n# sbatch script ({args.launcher} would run the same job)")
         print(sbatch_script(job))

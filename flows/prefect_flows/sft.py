@@ -33,7 +33,7 @@ def train_and_wait(job: TrainJobConfig, prepared: PreparedTraining) -> dict:
 def sft(preset: Literal["small", "tiny", "paper"] = "small", init_from: str | None = "base",
         config_path: str | None = None, overrides: list[str] | None = None,
         launcher: Literal["local", "inline", "slurm"] = "local", max_steps: int | None = None,
-        mix: str | None = None, n_draws: int | None = None, state_dir: str | None = None,
+        mix: str | None = None, state_dir: str | None = None,
         sweep: str | None = None) -> dict:
     """Stage 2 (SFT, paper Sec. 3.2): query-conditioned finetuning from a stage-1 checkpoint.
 
@@ -41,7 +41,8 @@ def sft(preset: Literal["small", "tiny", "paper"] = "small", init_from: str | No
         default) is the newest VL-JEPA_BASE that ``pretrain/full`` trained in the state dir; None
         starts from the pretrained LM / text-encoder parts only.
     overrides: ``KEY=VALUE`` items, as ``vljepa train --set``.
-    mix: a named DuckDB data mix; None uses every VQA pair, caption and class label of the split.
+    mix: a named DuckDB data mix; None uses the ``sft-paper`` preset (the paper's VQA : caption :
+        classification : pretraining proportions, scaled to what the manifest holds).
     """
     run = RunConfig(preset=preset, config_path=config_path, launcher=launcher, state_dir=state_dir, progress=False,
                     overrides=length_overrides(max_steps=max_steps) + tuple(overrides or ()))
@@ -50,5 +51,5 @@ def sft(preset: Literal["small", "tiny", "paper"] = "small", init_from: str | No
         print(f"continuing from VL-JEPA_BASE {init_from}")
     elif init_from is None:
         print("init_from not given: SFT starts from the pretrained parts, not from a stage-1 VL-JEPA model")
-    job = TrainJobConfig(run=run, stage="sft", init_from=init_from, mix=mix, n_draws=n_draws, sweep=sweep)
+    job = TrainJobConfig(run=run, stage="sft", init_from=init_from, mix=mix, sweep=sweep)
     return train_and_wait(job, prepare(job))
