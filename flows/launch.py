@@ -127,7 +127,8 @@ class Launched:
             return self.summary
         assert self.job is not None
         try:
-            self.summary = self.job.result()
+            # A job of several tasks (ranks) has a result per task: rank 0's is the run's.
+            self.summary = self.job.results()[0]
         except Exception as exc:
             stderr = self.logs()[1][-4000:]
             raise RuntimeError(f"training job {self.job_id} ({self.launcher}) failed: {exc}\n"
