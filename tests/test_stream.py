@@ -131,3 +131,44 @@ def test_a_sample_of_the_wrong_shape_stops_naming_it(tmp_path):
     reader = stream(plan, skip_bad=True, buffer=1, batch_size=1)
     with pytest.raises(ValueError, match="no sample"):  # every sample is skipped: it says so, it never hangs
         reader.next()
+
+
+def test_paper_sized_samples_are_written_in_row_groups_a_reader_can_hold(tmp_path):
+    """A 512-sample shard of the paper's 2048 x 1024 float16 tokens is 2 GiB: the stream reads one
+    row group at a time, so a row group holds ~64 MiB (16 such samples), not the whole shard."""
+    from preprocessing.cache import write_token_cache
+    from preprocessing.stream_sources import TokenShards
+
+    tokens = np.zeros((20, 2048, 1024), dtype=np.float16)
+    tokens[:, 0, 0] = np.arange(20)
+    path = write_token_cache(tmp_path / "s.parquet", sample_ids=[str(i) for i in range(20)], tokens=tokens,
+                             timestamps=np.zeros((20, 1)), encoder_id="x", metadata={})
+    assert pq.ParquetFile(path).num_row_groups == 2
+    rows = list(TokenShards((str(path),), (20,), (2048, 1024), False, {}).read_rows(0, range(3, 20, 4)))
+    assert [r for r, _, _ in rows] == [3, 7, 11, 15, 19] and [float(t[0, 0]) for _, _, t in rows] == [3, 7, 11, 15, 19]
+
+
+def test_live_mode_decodes_videos_as_the_stream_needs_them(tmp_path, monkeypatch):
+    """``train.mode = live``: a component of videos; frames are decoded row by row in the reader
+    (a DataLoader worker), never the whole split first."""
+    import preprocessing.decode as decode
+    from preprocessing.stream import FrameSpec
+
+    decoded = []
+
+    def fake_decode(path, *, num_frames, size):
+        decoded.append(path)
+        return decode.DecodedClip(frames=np.full((num_frames, size, size, 3), len(decoded) % 255, np.uint8),
+                                  timestamps=np.zeros(num_frames), n_decoded=num_frames)
+
+    monkeypatch.setattr(decode, "decode_frames", fake_decode)
+    videos = tuple((f"v{i}", f"/videos/v{i}.mp4") for i in range(500))
+    items = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"source_id": [v for v, _ in videos], "query": [""] * 500,
+                             "target": [f"caption {i}" for i in range(500)]}), items)
+    plan = StreamPlan(components=(StreamComponent(name="videos", weight=1.0, items=str(items), n_items=500,
+                                                  videos=videos, video_chunk=50),),
+                      frames=FrameSpec(num_frames=2, image_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    batch = stream(plan, buffer=8, batch_size=4).next()
+    assert tuple(batch["visual"].shape) == (4, 2, 3, 8, 8)
+    assert len(decoded) <= 8 + 4  # the buffer and one batch, not the 500 videos
