@@ -152,6 +152,25 @@ def _ratios_train(raw: dict) -> tuple[list[Ratio], dict]:
     return ratios, raw
 
 
+def _run_loader(quick: bool) -> dict:
+    from bench import bench_loader
+
+    return bench_loader.main(["--quick"] if quick else [])
+
+
+def _ratios_loader(raw: dict) -> tuple[list[Ratio], dict]:
+    ratios = []
+    for r in raw["ratios"]:  # stream / in-memory, per cache format and stream worker count
+        cache, workers = r["format"], r["workers"]
+        ratios += [Ratio(metric=f"stream ({workers} workers) samples/s / in-memory samples/s (load included), {cache}",
+                         value=r["samples_per_s"],
+                         note=f"vs in-memory after its load: {fmt(r['samples_per_s_vs_after_load'])}"),
+                   Ratio(metric=f"stream ({workers} workers) peak memory / in-memory peak RSS, {cache}",
+                         value=r["peak_memory"], note=f"cache {raw[f'{cache}_cache_mib']:.0f} MiB"
+                         + ("; stream: main VmHWM + workers' private memory" if workers else ""))]
+    return ratios, {k: v for k, v in raw.items() if k != "ratios"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Bench:
     run: Callable[[bool], dict]  # quick -> the bench's own result dict (runs in the child process)
@@ -165,6 +184,7 @@ BENCHES: dict[str, Bench] = {
     "ray_workers": Bench(run=_run_ray, ratios=_ratios_ray, timeout_s=(300, 1200)),
     "bench_streaming": Bench(run=_run_streaming, ratios=_ratios_streaming, timeout_s=(300, 3600)),
     "bench_train": Bench(run=_run_train, ratios=_ratios_train, timeout_s=(420, 3600)),
+    "bench_loader": Bench(run=_run_loader, ratios=_ratios_loader, timeout_s=(300, 1200)),
 }
 
 

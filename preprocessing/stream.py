@@ -247,7 +247,7 @@ class Reader:
 
     def next_batch(self) -> dict[str, Any]:
         samples = [self.next_sample() for _ in range(self.options.batch_size)]
-        visual = torch.from_numpy(np.stack([np.asarray(s[1], dtype=np.float32) for s in samples]))
+        visual = torch.from_numpy(np.stack([s[1] for s in samples]).astype(np.float32))  # (b, N, D)
         return {"visual": visual, "queries": [s[2][0] for s in samples], "texts": [s[2][1] for s in samples],
                 "components": [self.plan.components[s[0][0]].name for s in samples],
                 "refs": [list(s[0]) for s in samples]}
@@ -256,6 +256,11 @@ class Reader:
         return {"components": [c.state_dict() for c in self.cursors], "mix_rng": self.mix_rng.bit_generator.state,
                 "buffer_rng": self.buffer_rng.bit_generator.state, "buffer": [list(s[0]) for s in self.buffer],
                 "skipped": dict(self.skipped)}
+
+
+def _as_is(item: Any) -> Any:
+    """The DataLoader's collate: batches are made by the reader; the state must not be walked."""
+    return item
 
 
 class _StreamDataset(IterableDataset):
@@ -344,7 +349,7 @@ class RankStream:
         self.roles: list[dict | None] = list(state["roles"]) if state else [None] * workers
         self.drawn: dict[str, int] = dict(state["drawn"]) if state else {c.name: 0 for c in plan.components}
         dataset = _StreamDataset(plan, options, rank, world_size, items, {"taken": self.taken, "roles": self.roles})
-        self._loader = DataLoader(dataset, batch_size=None, num_workers=options.num_workers,
+        self._loader = DataLoader(dataset, batch_size=None, num_workers=options.num_workers, collate_fn=_as_is,
                                   generator=torch.Generator())  # never draws from the global torch RNG
         self._iter: Iterator | None = None
 

@@ -49,7 +49,9 @@ def _parquet_rows(path: str) -> Iterator[tuple[str, str, np.ndarray]]:
     """(sample_id, source_id, tokens float16 (N, D)) of one Parquet shard, a few rows at a time."""
     import pyarrow.parquet as pq
 
-    handle = pq.ParquetFile(path)
+    # buffer_size: read the column chunk through a 1 MiB buffer; the default (0) reads it whole, i.e.
+    # the whole shard when it is one row group, and the reader's memory would grow with the shard.
+    handle = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
     meta = handle.schema_arrow.metadata or {}
     if b"shape" not in meta:
         raise ValueError("not a token cache (no 'shape' in its schema metadata)")
