@@ -30,12 +30,16 @@ PHASE_MIX = {"image": "pretrain-image", "video": "pretrain-video", "sft": "sft-p
 
 def prepare_stills(layout: StateLayout, corpus_dir: Path, *, progress: bool = True) -> str:
     """The still-image caption set of a generated corpus, imported as ``synthetic-stills``; its dataset name."""
-    from flows.data import import_manifest
+    from preprocessing.manifest import import_corpus, open_manifest
     from preprocessing.stills import generate_stills
 
     out = layout.data_dir / f"{Path(corpus_dir).name}-stills"
     generate_stills(corpus_dir, out, progress=progress)
-    import_manifest(layout.manifest, out, dataset=STILLS_DATASET)
+    con = open_manifest(layout.manifest)
+    try:  # not probed: the records hold the images' sizes, and ffprobe would take ~60 ms an image
+        import_corpus(con, out, dataset=STILLS_DATASET, probe=False)
+    finally:
+        con.close()
     return STILLS_DATASET
 
 

@@ -41,7 +41,7 @@ from preprocessing.corpus_render import draw_group, render_background
 from vljepa.files import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1  # bump when the choice of frame, the PNG bytes or the captions change
-PNG_COMPRESSION = 9  # zlib level: fixed, so the bytes depend on the pixels only
+PNG_COMPRESSION = 6  # zlib level: fixed, so the bytes depend on the pixels only
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VOCABULARY_KEYS = ("colours", "shapes", "sizes", "motions", "labels", "held_out_pairs")
 

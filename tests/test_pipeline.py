@@ -22,11 +22,11 @@ from flows.resolve import RunConfig
 PINNED_STATE = Path("/tmp/vljepa-content-key-pin")
 PINNED = {
     "data": ["items", "synthetic-dbb83703d033", "synthetic-dbb83703d033-stills"],
-    "models": ["pretrain-image-tiny-9cf35421bd32", "pretrain-video-tiny-659fcebc90fc"],
+    "models": ["pretrain-image-tiny-69ca588c3b5d", "pretrain-video-tiny-c6c2b5a7d5f1"],
     "caches": ["0eb633cc9a937242115bb5b249f59db80c024b94b839ae2d717a02f17c00196e",
-               "9d3deb7442592c3dbadc0ca6c8a118c2c2d7bef95e54dd914df9ef79b7be4355",
-               "c624afab88dec4fa258d51101810c2066fa5e65484415cd2f4e0b5b9e01b72b8",
-               "d44eb9bb684e483c2408e2bc2d097844424ebbc02fe5aa500c7eba836a0e961c"],
+               "23eeba2c9035e67b59fb84433a7c1e2d7b61bb83d9e84c04dc74d4d2e2cb89ce",
+               "74eb6a8f2878f9708b294e989ae88ebe7ba3b3fc04361308691a8dc69d03bd14",
+               "c624afab88dec4fa258d51101810c2066fa5e65484415cd2f4e0b5b9e01b72b8"],
 }
 HIDE_PREFECT = "import sys; sys.modules['prefect'] = None; from flows.cli import main; sys.exit(main(sys.argv[1:]))"
 

@@ -9,7 +9,8 @@ from vljepa.recipes import RECIPES, Recipe, recipe, stage_config
 
 # sha256(stage_config(preset, stage, phase, init_from).to_json())[:16], recorded from the
 # dotted-dict RECIPES before they became typed, and re-recorded when issue 14 added the stream's
-# fields to TrainConfig (num_workers, shuffle_buffer, resampled, skip_bad_samples). Model
+# fields to TrainConfig (num_workers, shuffle_buffer, resampled, skip_bad_samples) and small's
+# video phase became 1.5 epochs of the stills + videos mix. Model
 # directories are content-addressed by this JSON: a change here orphans every model already made.
 GOLDEN = {
     ("paper", "pretrain", "image", None): "297885975fe101f3",
@@ -20,8 +21,8 @@ GOLDEN = {
     ("paper", "sft", None, "/ckpt/prev"): "4cdcf2f9a5f90aa4",
     ("small", "pretrain", "image", None): "8413138a4c7299f9",
     ("small", "pretrain", "image", "/ckpt/prev"): "2537ee9feb10cfec",
-    ("small", "pretrain", "video", None): "f67834b1b99c18d5",
-    ("small", "pretrain", "video", "/ckpt/prev"): "4764b07fff4f47d7",
+    ("small", "pretrain", "video", None): "20a3bbadc4d7429f",
+    ("small", "pretrain", "video", "/ckpt/prev"): "49271dfc92292053",
     ("small", "sft", None, None): "dfd5672cccbfcd49",
     ("small", "sft", None, "/ckpt/prev"): "679a7595dc248446",
     ("tiny", "pretrain", "image", None): "42841a5f55eae86e",

@@ -68,7 +68,9 @@ RECIPES: dict[tuple[str, Stage, Phase | None], Recipe] = {
                                    schedule="cosine", warmup_steps=0),
     # One epoch of single frames (~4x cheaper per sample than 4 frames) before the video phase.
     ("small", "pretrain", "image"): Recipe(num_frames=1, epochs=1.0),
-    ("small", "pretrain", "video"): Recipe(),  # the preset itself, continued from the image phase
+    # Continued from the image phase on the stills + videos mix (twice the items of the videos alone):
+    # 1.5 epochs of the mix = the 45 steps the preset's 3 epochs of videos took (the 15-minute budget).
+    ("small", "pretrain", "video"): Recipe(epochs=1.5),
     ("small", "sft", None): Recipe(epochs=2.0, lr=1e-4, schedule="cosine", warmup_steps=5),
     ("tiny", "pretrain", "image"): Recipe(num_frames=1),
     ("tiny", "pretrain", "video"): Recipe(),
