@@ -145,7 +145,8 @@ def make_executor(cfg: VLJepaConfig, launcher: Literal["slurm", "local"], folder
                                          slurm_max_num_timeout=cfg.slurm.max_requeues)
         executor.update_parameters(**generic, **{f"slurm_{k}": v for k, v in specific.items()})
     else:
-        executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster="local")
+        executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster="local",
+                                         local_max_num_timeout=cfg.slurm.max_requeues)
         executor.update_parameters(name=generic["name"], timeout_min=generic["timeout_min"], nodes=1,
                                    tasks_per_node=local_tasks)
     return executor

@@ -17,8 +17,12 @@ def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain", *,
     run = runs[0]
     m = run.data.metrics
     lines = [f"Latest run: {run.info.run_name} ({run.info.run_id}), status {run.info.status}",
-             f"  preset {run.data.params.get('preset')}, {run.data.params.get('data.n_train')} train clips, "
+             f"  preset {run.data.params.get('preset')}, mix {run.data.params.get('data.mix')} of "
+             f"{run.data.params.get('data.n_train')} samples, "
              f"{run.data.params.get('train.steps_run')} steps in {run.data.params.get('train.seconds')} s"]
+    drawn = {k.removeprefix("data.drawn."): v for k, v in run.data.params.items() if k.startswith("data.drawn.")}
+    if drawn:
+        lines.append("  drawn in the last phase: " + ", ".join(f"{k} {v}" for k, v in sorted(drawn.items())))
     for key in ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "cls_top1", "cls_top5"):
         if f"test/{key}" in m:
             chance = m.get(f"chance/{key}")

@@ -58,7 +58,9 @@ def test_recipe_presets():
     sft = stage_config(paper, "sft")
     assert (sft.train.batch_size, sft.train.max_steps, sft.train.schedule, sft.train.stage) == (6000, 35_000, "cosine", "sft")
     small = get_preset("small")
-    assert stage_config(small, "pretrain").to_dict() == replace(small, **{"train.stage": "pretrain"}).to_dict()
+    # small's video phase: 1.5 epochs of the stills + videos mix (the steps its 3 epochs of videos took)
+    assert stage_config(small, "pretrain").to_dict() == replace(
+        small, **{"train.stage": "pretrain", "train.epochs": 1.5, "train.max_steps": None}).to_dict()
 
 
 def test_local_executor_gets_an_int_timeout(tmp_path):
@@ -184,7 +186,8 @@ def test_failed_job_surfaces_its_error(tiny_state):
 @pytest.mark.slow
 def test_timed_out_local_job_is_requeued_and_resumes_from_its_checkpoint(tiny_state):
     """LocalExecutor signals the job at timeout_min (1 min): TrainJob.checkpoint requeues it and
-    the new job resumes from the last checkpoint instead of starting over (~2 min)."""
+    the new job resumes from the last checkpoint instead of starting over (~3 min; the local
+    launcher honours slurm.max_requeues, as Slurm does)."""
     from flows.launch import launch
     from flows.job import TrainDataSpec
 
