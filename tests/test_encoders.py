@@ -69,6 +69,28 @@ def test_vjepa2_save_pretrained_round_trip(tmp_path, monkeypatch, layout):
     torch.testing.assert_close(pooled.encode(pixels), expected.reshape(2, 2, 4, 32).mean(2))
 
 
+def test_vjepa2_one_frame_is_duplicated_to_fill_a_tubelet(tmp_path):
+    """Phase 1A feeds images at 1 frame: V-JEPA 2 sees the frame twice (one tubelet), as the paper does."""
+    from transformers import VJEPA2Model
+
+    torch.manual_seed(0)
+    reference = VJEPA2Model(_tiny_vjepa2_config()).eval()
+    reference.save_pretrained(tmp_path / "vjepa2")
+    image = torch.randn(2, 1, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference.get_vision_features(image.expand(-1, 2, -1, -1, -1))  # (2, 4, 32)
+    encoder = build_x_encoder(XEncoderConfig(name="vjepa2", weights=str(tmp_path / "vjepa2"), num_frames=1,
+                                             image_size=32))
+    assert encoder.spec.num_frames == 1 and encoder.num_tokens == 4
+    torch.testing.assert_close(encoder.encode(image), expected)
+    three = torch.randn(1, 3, 3, 32, 32)  # not a multiple of the tubelet: the last frame repeats
+    odd = build_x_encoder(XEncoderConfig(name="vjepa2", weights=str(tmp_path / "vjepa2"), num_frames=3, image_size=32))
+    with torch.no_grad():
+        want = reference.get_vision_features(torch.cat([three, three[:, -1:]], 1))
+    assert odd.num_tokens == 8
+    torch.testing.assert_close(odd.encode(three), want)
+
+
 def test_vjepa2_missing_weights_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no V-JEPA 2 weights"):
         build_x_encoder(XEncoderConfig(name="vjepa2", weights=str(tmp_path / "nowhere")))

@@ -36,6 +36,10 @@ def test_dry_run_cli_prints_config_and_script(capsys):
     out = capsys.readouterr().out
     assert '"stage": "sft"' in out and '"max_steps": 35000' in out and '"schedule": "cosine"' in out
     assert "#SBATCH --partition=h100" in out and "#SBATCH --job-name=vljepa-sft-mix-paper" in out
+    assert "192 ranks, global batch 5952" in out and "#SBATCH --nodes=24" in out and "#SBATCH --ntasks-per-node=8" in out
+    assert main(["train", "--stage", "pretrain", "--phase", "image", "--preset", "paper", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"num_frames": 1' in out and "192 ranks, global batch 24000" in out and "#SBATCH --nodes=24" in out
 
 
 def test_misspelt_override_is_an_error():

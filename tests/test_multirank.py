@@ -63,9 +63,10 @@ def test_the_readmes_two_rank_command_trains_and_finishes(state):
 
 
 def test_a_three_rank_job_on_the_same_manifest(state, tmp_path):
-    # the tiny preset's global batch of 8 does not split over 3 ranks: 6 does
+    # the tiny preset's global batch of 8 does not split over 3 ranks: the batch policy trains at 6
     out = vljepa(["vljepa", "train", "--stage", "pretrain", "--preset", "tiny", "--launcher", "local", "--nproc", "3",
-                  "--set", "train.batch_size=6", "--out", str(tmp_path / "three")], state)
+                  "--out", str(tmp_path / "three")], state)
     summary = report(out)
     saved = json.loads((tmp_path / "three" / "train_summary.json").read_text())
+    assert saved["batch_size"] == {"configured": 8, "effective": 6}
     assert summary["steps"] >= 1 and sum(saved["data"]["drawn"].values()) == summary["steps"] * 6

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.test_distributed import tiny_cfg, tiny_data
+from vljepa.config import get_preset
 
 
 def losses(result) -> list[float]:
@@ -41,12 +42,18 @@ def test_gradient_accumulation_matches_one_big_batch_for_a_per_sample_loss(tmp_p
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_batch_must_split_over_ranks_and_micro_steps():
-    from vljepa.train import micro_batch_sizes
+def test_batch_policy_rounds_the_per_rank_batch_down_and_says_the_effective_batch():
+    from vljepa.recipes import stage_config
+    from vljepa.train import effective_batch_size, micro_batch_sizes
 
     assert micro_batch_sizes(tiny_cfg(**{"train.grad_accum_steps": 2}), 2) == (4, 2)
-    with pytest.raises(ValueError, match="multiple of"):
-        micro_batch_sizes(tiny_cfg(**{"train.grad_accum_steps": 3}), 1)
+    assert micro_batch_sizes(tiny_cfg(**{"train.grad_accum_steps": 3}), 1) == (2, 2)  # 8 -> 6
+    assert effective_batch_size(tiny_cfg(), 3) == 6
+    sft = stage_config(get_preset("paper"), "sft")  # batch 6000 on the preset's own 24 x 8 ranks
+    ranks = sft.slurm.nodes * sft.slurm.gpus_per_node
+    assert (ranks, micro_batch_sizes(sft, ranks), effective_batch_size(sft, ranks)) == (192, (5952, 31), 5952)
+    with pytest.raises(ValueError, match="at least 16"):
+        micro_batch_sizes(tiny_cfg(**{"train.grad_accum_steps": 2}), 8)
 
 
 @pytest.mark.parametrize("loss", ["l2", "l1", "cosine"])

@@ -14,6 +14,7 @@ ends bit-identical on CPU to a run that was never interrupted.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from torch import nn
 
 from vljepa.checkpoint import CheckpointManager, load_weights, save_checkpoint
 from vljepa.config import VLJepaConfig
+from vljepa.config_dict import replace
 from vljepa.data import StreamedData, TrainData
 from vljepa.distributed import DistContext
 from vljepa.feed import make_feed, n_samples
@@ -73,14 +75,34 @@ def autocast_for(cfg: VLJepaConfig, device: torch.device):
 
 
 def micro_batch_sizes(cfg: VLJepaConfig, world_size: int) -> tuple[int, int]:
-    """(global micro-batch, per-rank micro-batch); the global batch must split evenly."""
+    """(global micro-batch, per-rank micro-batch) of ``train.batch_size`` over ranks and micro-steps.
+
+    Batch policy: when ``batch_size`` does not split evenly into ``grad_accum_steps × world_size``
+    parts, the per-rank micro-batch is rounded down (never above what was planned per rank) and
+    the run trains at the *effective* global batch ``per_rank × world_size × grad_accum_steps``
+    (``effective_batch_size``), which ``train`` prints and records. The paper's SFT batch 6000 on
+    its 24 × 8 = 192 ranks is 31 per rank, 5952 in all (-0.8 %).
+    """
     tcfg = cfg.train
-    per_micro, rem = divmod(tcfg.batch_size, tcfg.grad_accum_steps)
-    per_rank, rem2 = divmod(per_micro, world_size)
-    if rem or rem2 or per_rank == 0:
-        raise ValueError(f"train.batch_size={tcfg.batch_size} must be a multiple of grad_accum_steps="
-                         f"{tcfg.grad_accum_steps} × world_size={world_size}")
-    return per_micro, per_rank
+    per_rank = tcfg.batch_size // (tcfg.grad_accum_steps * world_size)
+    if per_rank == 0:
+        raise ValueError(f"train.batch_size={tcfg.batch_size} gives no sample per rank with grad_accum_steps="
+                         f"{tcfg.grad_accum_steps} × world_size={world_size}: use a batch of at least "
+                         f"{tcfg.grad_accum_steps * world_size}")
+    return per_rank * world_size, per_rank
+
+
+def effective_batch_size(cfg: VLJepaConfig, world_size: int) -> int:
+    """The global batch a run on ``world_size`` ranks trains at (see ``micro_batch_sizes``)."""
+    return micro_batch_sizes(cfg, world_size)[0] * cfg.train.grad_accum_steps
+
+
+def with_effective_batch(cfg: VLJepaConfig, world_size: int) -> VLJepaConfig:
+    """``cfg`` with ``train.batch_size`` set to the effective batch (the same object when it divides)."""
+    effective = effective_batch_size(cfg, world_size)
+    if effective == cfg.train.batch_size:
+        return cfg
+    return replace(cfg, **{"train.batch_size": effective})
 
 
 def train(cfg: VLJepaConfig, data: TrainData | StreamedData, out_dir: str | Path, *, log_step: StepLogger | None = None,
@@ -98,8 +120,15 @@ def train(cfg: VLJepaConfig, data: TrainData | StreamedData, out_dir: str | Path
             ``train.eval_every`` steps; the best checkpoint by ``t2v_r1`` is kept.
         dist: rank / world size (``vljepa.distributed.init_distributed``); None = one process.
     """
-    tcfg = cfg.train
     dist = dist or DistContext()
+    configured = cfg.train.batch_size
+    cfg = with_effective_batch(cfg, dist.world_size)
+    tcfg = cfg.train
+    if tcfg.batch_size != configured and dist.is_main:
+        print(f"train.batch_size={configured} does not split over grad_accum_steps={tcfg.grad_accum_steps} × "
+              f"{dist.world_size} ranks: training at the effective global batch {tcfg.batch_size} "
+              f"({tcfg.batch_size // (tcfg.grad_accum_steps * dist.world_size)} per rank per micro-step)",
+              file=sys.stderr, flush=True)
     out_dir = Path(out_dir)
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
@@ -198,7 +227,8 @@ def train(cfg: VLJepaConfig, data: TrainData | StreamedData, out_dir: str | Path
         save_checkpoint(model, out_dir, {"steps": steps, "samples_seen": result.samples_seen,
                                          "seconds": result.seconds, "final_loss": final_loss,
                                          "resumed_from": result.resumed_from, "best": manager.best(),
-                                         "history": result.history, "data": result.data})
+                                         "history": result.history, "data": result.data,
+                                         "batch_size": {"configured": configured, "effective": tcfg.batch_size}})
     dist.barrier()
     return result
 

@@ -37,7 +37,17 @@ def main(args: argparse.Namespace) -> int:
                          phase=args.phase, local_tasks=args.nproc, init_from=args.init_from, out_dir=args.out,
                          mix=args.mix, validate=not args.no_validate, sweep=args.sweep)
     if args.dry_run:
-        print(f"# resolved config\n{job.model_config().to_json()}\n# sbatch script ({args.launcher} would run the same job)")
+        from vljepa.train import effective_batch_size
+
+        cfg = job.model_config()
+        per_node = cfg.slurm.tasks_per_node or max(cfg.slurm.gpus_per_node, 1)
+        ranks = cfg.slurm.nodes * per_node
+        effective = effective_batch_size(cfg, ranks)
+        print(f"# resolved config\n{cfg.to_json()}")
+        print(f"# on Slurm: {cfg.slurm.nodes} nodes × {per_node} tasks = {ranks} ranks, global batch {effective}" + (
+            "" if effective == cfg.train.batch_size else
+            f" (train.batch_size={cfg.train.batch_size} does not split evenly; the per-rank batch is rounded down)"))
+        print(f"# sbatch script ({args.launcher} would run the same job)")
         print(sbatch_script(job))
         return 0
     print(json.dumps(summary_report(run_train(job)), indent=2))

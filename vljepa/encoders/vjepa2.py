@@ -46,6 +46,17 @@ def vjepa2_config(cfg: XEncoderConfig):
     )
 
 
+def fill_tubelets(pixels: torch.Tensor, tubelet: int) -> torch.Tensor:
+    """``(B, T, 3, H, W)`` with the last frame repeated up to a multiple of ``tubelet`` frames.
+
+    One image becomes one tubelet of identical frames, as the paper feeds images to V-JEPA 2.
+    """
+    missing = -pixels.shape[1] % tubelet
+    if not missing:
+        return pixels
+    return torch.cat([pixels, pixels[:, -1:].expand(-1, missing, -1, -1, -1)], dim=1)
+
+
 class VJEPA2Encoder(FrozenEncoder):
     def __init__(self, cfg: XEncoderConfig, *, meta: bool = False) -> None:
         super().__init__()
@@ -64,21 +75,22 @@ class VJEPA2Encoder(FrozenEncoder):
         self.tubelet = config.tubelet_size
         self.patch = config.patch_size
         self.grid = cfg.pool_grid
-        if cfg.num_frames % self.tubelet:
-            raise ValueError(f"num_frames={cfg.num_frames} must be a multiple of tubelet_size={self.tubelet}")
         side = cfg.image_size // self.patch
         per_step = side * side if cfg.pool_grid is None else cfg.pool_grid**2
         self.encoder_id = "vjepa2"
         self.spec = PreprocessSpec(num_frames=cfg.num_frames, image_size=cfg.image_size,
                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)
         self.token_dim = config.hidden_size
-        self.num_tokens = (cfg.num_frames // self.tubelet) * per_step
+        # An image (1 frame) is duplicated to fill a tubelet (paper Sec. 3); a clip whose frame count
+        # is not a multiple of the tubelet has its last frame repeated the same way.
+        self.num_tokens = -(-cfg.num_frames // self.tubelet) * per_step
         self.side = side
         self.freeze()
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder(pixel_values_videos=pixels).last_hidden_state  # (B, T/2·h·w, D)
+        pixels = fill_tubelets(pixels, self.tubelet)  # (B, T', 3, H, W), T' a multiple of the tubelet
+        tokens = self.encoder(pixel_values_videos=pixels).last_hidden_state  # (B, T'/2·h·w, D)
         if self.grid is None:
             return tokens
         batch, _, dim = tokens.shape
