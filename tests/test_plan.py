@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vljepa.config import get_preset, replace
 from vljepa.model import build_model, count, visual_dim
-from vljepa.plan import paper_workloads, plan, predictor_forward_flops, visual_tokens, y_encoder_forward_flops
+from vljepa.plan import format_plan, paper_workloads, plan, predictor_forward_flops, visual_tokens, y_encoder_forward_flops
 
 
 def _math_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -74,3 +74,14 @@ def test_paper_plan_is_in_the_papers_ballpark():
     # estimate at 40 % MFU must not exceed that.
     assert 100 < phase["gpu_hours"] < 9216
     assert phase["memory_gb_per_gpu"]["total"] < 141  # fits an H200
+
+
+def test_plan_covers_phase_1b_and_says_what_it_assumes():
+    image, video = paper_workloads("pretrain")
+    assert (image.num_frames, video.num_frames, video.batch_size) == (1, 16, 24_000) and not image.assumed
+    assert "not give phase 1B" in video.assumed
+    assert paper_workloads("pretrain", "video", video_steps=5_000)[0].assumed == ""
+    result = plan(get_preset("paper"), [image, video])
+    one, both = (p["tokens_per_sample"]["visual"] for p in result["phases"])
+    assert (one, both) == (256, 2048)
+    assert "assumed         steps" in format_plan(result)

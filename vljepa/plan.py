@@ -32,13 +32,26 @@ class Workload:
     target_tokens: int
     batch_size: int
     steps: int
+    assumed: str = ""  # what the paper does not give and this workload assumes (printed with the plan)
 
 
-def paper_workloads(stage: str) -> list[Workload]:
+# Phase 1B's length is not in the paper ("subsequent iterations"; stage 1 took ~2 weeks in all).
+PHASE_1B_STEPS = 20_000
+
+
+def paper_workloads(stage: str, phase: str | None = None, *, video_steps: int = PHASE_1B_STEPS) -> list[Workload]:
+    """The paper's schedule (Sec. 3) as workloads: stage 1 = phase 1A (image) then 1B (video), or one of them."""
     if stage == "pretrain":
-        # Image phase: 1 frame per sample (duplicated to one tubelet of 2 frames for V-JEPA 2).
-        return [Workload(name="pretrain-image", num_frames=1, query_tokens=0, target_tokens=32,
-                         batch_size=24_000, steps=100_000)]
+        # Phase 1A: 1 frame per sample (duplicated to one tubelet of 2 frames for V-JEPA 2).
+        image = Workload(name="pretrain-image", num_frames=1, query_tokens=0, target_tokens=32,
+                         batch_size=24_000, steps=100_000)
+        video = Workload(name="pretrain-video", num_frames=16, query_tokens=0, target_tokens=32,
+                         batch_size=24_000, steps=video_steps,
+                         assumed="" if video_steps != PHASE_1B_STEPS else
+                         f"steps: the paper does not give phase 1B's length; {PHASE_1B_STEPS:,} assumed (--video-steps)")
+        if phase not in (None, "image", "video"):
+            raise ValueError(f"unknown phase {phase!r}; choose image | video")
+        return {None: [image, video], "image": [image], "video": [video]}[phase]
     if stage == "sft":
         return [Workload(name="sft", num_frames=16, query_tokens=32, target_tokens=32, batch_size=6_000,
                          steps=35_000)]
@@ -174,4 +187,6 @@ def format_plan(result: dict) -> str:
             f"  token cache     {phase['token_cache_gb']:,.0f} GB (float16)",
             f"  GPU-hours       {phase['gpu_hours']:,.0f} ({phase['gpu_hours'] / result['gpus'] / 24:,.1f} days on {result['gpus']} GPUs)",
         ]
+        if w.get("assumed"):
+            lines.append(f"  assumed         {w['assumed']}")
     return "\n".join(lines)

@@ -23,7 +23,11 @@ def add_params(p: argparse.ArgumentParser) -> None:
 def add_plan(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, default_preset="paper")
     p.add_argument("--stage", default="pretrain", choices=["pretrain", "sft"],
-                   help="pretrain: image phase, 100k steps × batch 24k; sft: 35k steps × batch 6k (paper Sec. 3)")
+                   help="pretrain: phase 1A (image, 100k steps × batch 24k, 1 frame) then 1B (image + video, "
+                        "16 frames); sft: 35k steps × batch 6k (paper Sec. 3)")
+    p.add_argument("--phase", choices=["image", "video"], default=None, help="one stage-1 phase only (default: both)")
+    p.add_argument("--video-steps", type=int, default=None,
+                   help="phase 1B steps (not given in the paper; default vljepa.plan.PHASE_1B_STEPS, flagged as assumed)")
     p.add_argument("--gpus", type=int, default=192, help="GPUs in the job (paper: 24 nodes × 8)")
     p.add_argument("--gpu", default="h200", choices=["h200", "h100", "a100", "l40s"], help="for the bf16 peak")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed")
@@ -51,7 +55,12 @@ def main(args: argparse.Namespace) -> int:
     else:
         from vljepa.plan import format_plan, paper_workloads, plan
 
-        result = plan(run.model_config(), paper_workloads(args.stage), gpus=args.gpus, gpu=args.gpu, mfu=args.mfu,
+        from vljepa.plan import PHASE_1B_STEPS
+
+        if args.stage == "sft" and (args.phase or args.video_steps):
+            raise SystemExit("vljepa plan: --phase / --video-steps are for --stage pretrain")
+        workloads = paper_workloads(args.stage, args.phase, video_steps=args.video_steps or PHASE_1B_STEPS)
+        result = plan(run.model_config(), workloads, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu,
                       precision=args.precision, live_x_encoder=not args.cached_tokens)
         print(json.dumps(result, indent=2) if args.json else format_plan(result))
     return 0
