@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.loaders import decoder_texts, load_task_data, load_vocabulary
+from flows.loaders import decoder_texts, load_state_tokens, load_task_data, load_vocabulary
 from vljepa.files import content_key_sha256, file_sha256
 
 ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
@@ -25,7 +25,7 @@ ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     tasks: tuple[str, ...] = ALL_TASKS
-    decoder_preset: str | None = None  # default: "tiny" for the tiny model preset, else "small"
+    decoder_preset: str | None = None  # default: the model's preset if it is "tiny" or "paper", else "small"
     decoder_steps: int | None = None  # override the preset's training steps
     num_beams: int = 3  # captioning; VQA answers decode greedily
     registered_model: str = "vljepa"
@@ -49,7 +49,7 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     from vljepa.decoder import decoder_preset, load_decoder
     from vljepa.decoder_train import train_decoder
 
-    preset = cfg.decoder_preset or ("tiny" if model.cfg.preset == "tiny" else "small")
+    preset = cfg.decoder_preset or (model.cfg.preset if model.cfg.preset in ("tiny", "paper") else "small")
     dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
     if cfg.decoder_steps is not None:
         dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)
@@ -92,7 +92,7 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     from vljepa.evaluate import round_trip
     from vljepa.evaluate import text_embeddings
     from vljepa.tasks import captioning, classification, hard_negatives, retrieval, vqa, world_prediction
-    from vljepa.tasks.common import markdown_table, predict, write_result
+    from vljepa.tasks.common import frames_per_token_group, markdown_table, predict, write_result
     from vljepa.checkpoint import load_checkpoint
 
     started = time.perf_counter()
@@ -104,7 +104,14 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     if num_threads:
         torch.set_num_threads(num_threads)
     labels, vocab = load_vocabulary(corpus_dir)
-    test = load_task_data(db_path, test_cache, "test", num_frames=model.cfg.x_encoder.num_frames, dataset=cfg.dataset)
+    x_encoder = model.cfg.x_encoder
+    test = load_task_data(db_path, test_cache, "test", num_frames=x_encoder.num_frames,
+                          tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset)
+    if "world_prediction" in cfg.tasks and test.tubelet_size > 1:
+        # Tubelet tokens mix frames: the state images (first, last) go through the frozen x-encoder.
+        device = str(model.predictor.out_proj.weight.device)
+        test = dataclasses.replace(test, state_tokens=load_state_tokens(x_encoder, db_path, "test", test.sample_ids,
+                                                                        dataset=cfg.dataset, device=device))
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -132,7 +139,8 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
             results.append(world_prediction.run(model, test, vocab))
         timings[name] = time.perf_counter() - t0
     if val_cache:
-        val = load_task_data(db_path, val_cache, "val", num_frames=model.cfg.x_encoder.num_frames, dataset=cfg.dataset)
+        val = load_task_data(db_path, val_cache, "val", num_frames=x_encoder.num_frames,
+                             tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset)
         for result in (retrieval.run(model, val), classification.run(model, val, labels)):
             result.task = f"val_{result.task}"
             results.append(result)

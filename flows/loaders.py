@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vljepa.config import VLJepaConfig
+from vljepa.config import VLJepaConfig, XEncoderConfig
 
 CLASSIFICATION_QUERY = "what object is this?"  # SFT's query for a class-label target
 
@@ -125,8 +125,11 @@ def annotations(db_path: str | Path, split: str, dataset: str = "synthetic") -> 
 
 
 def load_task_data(db_path: str | Path, cache_path: str | Path, split: str, *, num_frames: int,
-                   dataset: str = "synthetic"):
-    """A split's cached tokens joined with all its annotations (``vljepa.tasks.common.TaskData``)."""
+                   tubelet_size: int = 1, dataset: str = "synthetic"):
+    """A split's cached tokens joined with all its annotations (``vljepa.tasks.common.TaskData``).
+
+    tubelet_size: frames per cached token group (``vljepa.tasks.common.frames_per_token_group``).
+    """
     from preprocessing.shards import read_cache
     from vljepa.tasks.common import TaskData
 
@@ -138,7 +141,45 @@ def load_task_data(db_path: str | Path, cache_path: str | Path, split: str, *, n
     ids = list(cache.sample_ids)
     return TaskData(sample_ids=ids, tokens=cache.tokens, captions=[notes[s]["caption"] for s in ids],
                     labels=[notes[s]["label"] for s in ids], events=[notes[s]["events"] for s in ids],
-                    qa=[notes[s]["qa"] for s in ids], num_frames=num_frames)
+                    qa=[notes[s]["qa"] for s in ids], num_frames=num_frames, tubelet_size=tubelet_size)
+
+
+def load_state_tokens(x_encoder: XEncoderConfig, db_path: str | Path, split: str, sample_ids: list[str], *,
+                      dataset: str = "synthetic", batch_size: int = 8, device: str = "cpu") -> np.ndarray:
+    """World-prediction state tokens ``(S, N_state, D)`` float16 of a split's clips, from decoded frames.
+
+    Each clip is sampled as the main job caches it (uniform, ``x_encoder.num_frames`` frames); its
+    first and last frames, each duplicated to fill a tubelet (``world_prediction.state_pixels``:
+    [first, first, last, last] for V-JEPA 2), go through the frozen x-encoder. For tubelet
+    x-encoders, whose cached tokens mix frames (``TaskData.state_tokens``).
+    """
+    import torch
+
+    from preprocessing.decode import frames_to_tensor
+    from preprocessing.sampling import SamplingConfig, sample_clip
+    from vljepa.encoders import build_x_encoder
+    from vljepa.tasks.common import frames_per_token_group
+    from vljepa.tasks.world_prediction import state_pixels
+
+    rows = {r["source_id"]: r for r in split_rows(db_path, split, dataset)}
+    missing = [s for s in sample_ids if s not in rows]
+    if missing:
+        raise KeyError(f"{len(missing)} samples are not sources of split {split!r}, e.g. {missing[:3]}")
+    encoder = build_x_encoder(x_encoder).to(device)
+    spec, tubelet = encoder.spec, frames_per_token_group(x_encoder)
+    sampling = SamplingConfig(strategy="uniform", num_frames=spec.num_frames)
+    out = []
+    for start in range(0, len(sample_ids), batch_size):
+        pixels = []
+        for sample_id in sample_ids[start:start + batch_size]:
+            row = rows[sample_id]
+            frames = sample_clip(row["path"], sampling, size=spec.image_size, repeat_to=spec.num_frames,
+                                 duration=row["duration"], fps=row["fps"])[0].frames  # (T, S, S, 3) uint8
+            pixels.append(state_pixels(frames_to_tensor(frames, spec.mean, spec.std), tubelet))  # (2c, 3, S, S)
+        with torch.inference_mode():
+            tokens = encoder.encode(torch.stack(pixels).to(device))  # (b, N_state, D)
+        out.append(tokens.float().cpu().numpy().astype(np.float16))
+    return np.concatenate(out)
 
 
 def decoder_texts(db_path: str | Path, split: str = "train", dataset: str = "synthetic") -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vljepa.tasks import captioning, classification, hard_negatives, retrieval, vqa, world_prediction
+from vljepa.tasks import captioning, classification, hard_negatives, retrieval, vqa
 from vljepa.tasks.common import Event, TaskData, write_result
 from vljepa.tasks.hard_negatives import Vocabulary, negatives, replace_shape
 from vljepa.tasks.scoring import caption_scores, normalise
@@ -94,18 +94,6 @@ def test_hard_negatives_change_one_thing_each():
         assert negative != positive and len(negative.split()) == len(positive.split())
     assert replace_shape("two small blue crosses", "cross", "circle") == "two small blue circles"
     assert set(negatives(CLIPS[0], VOCAB, rng)) == {"replace_attribute", "replace_object"}
-
-
-def test_world_prediction_candidates_replace_the_actions_only():
-    cands = world_prediction.candidates(CLIPS[1], VOCAB, np.random.default_rng(0))
-    assert len(set(cands)) == world_prediction.N_CANDIDATES
-    assert cands[0] == ", then ".join(e.text for e in CLIPS[1])
-    for alt in cands[1:]:
-        first, second = alt.split(", then ")
-        assert first.startswith("two small blue crosses move ") or first.startswith("two small blue crosses grow") \
-            or first.startswith("two small blue crosses shrink")
-        assert "moves" not in first  # plural subject keeps the plural verb
-        assert second.startswith("a small green square ") and not second.endswith(" shrinks")
 
 
 def test_an_oracle_model_scores_perfectly_where_the_protocol_allows(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vljepa.config import XEncoderConfig
 from vljepa.data import TokenTextDataset
 from vljepa.files import atomic_write_text
 
@@ -22,12 +23,24 @@ class Event:
     attributes: dict  # colour, shape, size, count, motion (corpus fields)
 
 
+def frames_per_token_group(x_encoder: XEncoderConfig) -> int:
+    """Frames behind each temporal group of an x-encoder's tokens: V-JEPA 2's tubelet, else 1 (per frame)."""
+    return x_encoder.tubelet_size if x_encoder.name == "vjepa2" else 1
+
+
 @dataclass(frozen=True)
 class TaskData:
     """One split: cached visual tokens joined with every annotation the tasks use.
 
-    tokens: ``(S, N, D)`` as cached (``N = num_frames * tokens_per_frame``, frame-major);
-    events: per sample, its events in order; qa: per sample, its (question, answer) pairs.
+    tokens: ``(S, N, D)`` as cached, in time order: ``N = groups * tokens_per_group`` with one
+        group per frame for per-frame x-encoders (``tiny``, EfficientNet-Lite0) and one per
+        tubelet of ``tubelet_size`` frames for V-JEPA 2 (16 frames -> 8 groups);
+    events: per sample, its events in order; qa: per sample, its (question, answer) pairs;
+    tubelet_size: frames per token group (``frames_per_token_group(cfg.x_encoder)``);
+    state_tokens: optional ``(S, N_state, D)``, the world-prediction state input of every sample
+        encoded from its decoded first and last frames (``flows.loaders.load_state_tokens``):
+        needed where ``tubelet_size > 1``, since tubelet tokens mix frames and no single frame
+        can be cut out of them.
     """
 
     sample_ids: list[str]
@@ -37,16 +50,30 @@ class TaskData:
     events: list[list[Event]]
     qa: list[list[tuple[str, str]]]
     num_frames: int
+    tubelet_size: int = 1
+    state_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)
         if self.tokens.shape[0] != n or not (len(self.captions) == len(self.labels) == len(self.events) == len(self.qa) == n):
             raise ValueError(f"inconsistent task data for {n} samples")
-        if self.tokens.shape[1] % self.num_frames:
-            raise ValueError(f"{self.tokens.shape[1]} tokens per clip do not split into {self.num_frames} frames")
+        if self.tubelet_size < 1:
+            raise ValueError(f"tubelet_size must be >= 1, got {self.tubelet_size}")
+        if self.tokens.shape[1] % self.num_groups:
+            raise ValueError(f"{self.tokens.shape[1]} tokens per clip do not split into {self.num_groups} token groups "
+                             f"({self.num_frames} frames, tubelets of {self.tubelet_size})")
+        if self.state_tokens is not None and (self.state_tokens.ndim != 3 or self.state_tokens.shape[0] != n
+                                              or self.state_tokens.shape[2] != self.tokens.shape[2]):
+            raise ValueError(f"state_tokens must be (S={n}, N_state, D={self.tokens.shape[2]}), "
+                             f"got {self.state_tokens.shape}")
 
     def __len__(self) -> int:
         return len(self.sample_ids)
+
+    @property
+    def num_groups(self) -> int:
+        """Temporal token groups per clip: frames, or tubelets (the last one filled by repeating)."""
+        return -(-self.num_frames // self.tubelet_size)
 
     def dataset(self) -> TokenTextDataset:
         """The retrieval/classification view (captions as texts), as ``vljepa.evaluate`` wants it."""
@@ -54,7 +81,14 @@ class TaskData:
         return TokenTextDataset(sample_ids=self.sample_ids, tokens=self.tokens, texts=self.captions, labels=labels)
 
     def frames(self, index: np.ndarray, frames: list[int]) -> torch.Tensor:
-        """Float32 tokens of the chosen frames only, ``(b, len(frames) * N/F, D)``."""
+        """Float32 tokens of the chosen frames only, ``(b, len(frames) * N/F, D)`` (frames may repeat).
+
+        Per-frame tokens only: tubelet tokens (``tubelet_size > 1``) mix frames, so this refuses them.
+        """
+        if self.tubelet_size > 1:
+            raise ValueError(f"cannot cut frames out of tubelet tokens: each of the {self.num_groups} token groups "
+                             f"mixes {self.tubelet_size} of the {self.num_frames} frames; encode the frames "
+                             "themselves with the x-encoder instead (see TaskData.state_tokens)")
         per_frame = self.tokens.shape[1] // self.num_frames
         picked = self.tokens[np.asarray(index)].reshape(len(index), self.num_frames, per_frame, -1)[:, frames]
         return torch.from_numpy(picked.reshape(len(index), len(frames) * per_frame, -1).astype(np.float32))
