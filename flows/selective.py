@@ -3,15 +3,17 @@
 
 Streams: the test split's multi-event clips (dense, timestamped event captions), decoded at a
 fixed fps and concatenated into streams of ~``stream_seconds``; the predictor emits one embedding
-per sliding window. Decoders: ``retrieval`` (nearest training caption by y-encoder embedding — a
-cheap, deterministic stand-in) or the trained y-decoder when one is given. The sweep compares
-uniform decoding, Ward segmentation and the online trigger at matched decode rates.
+per sliding window of the model's own frame count (``x_encoder.num_frames``; ``flows.stream``
+says why the frame rate is a parameter). Decoders: ``retrieval`` (nearest training caption by
+y-encoder embedding — a cheap, deterministic stand-in) or the trained y-decoder when one is given.
+The sweep compares uniform decoding, Ward segmentation and the online trigger at matched decode rates.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 
 from flows.loaders import caption_bank, event_clips
 from vljepa.streaming import OnlineTriggerConfig, Stream, savings_factor, sweep
-from vljepa.streaming.embed import embed_stream
+from vljepa.streaming.embed import FrameMismatchWarning, embed_stream, stream_window
 from vljepa.streaming.selective import pareto_plot
 
 
@@ -29,8 +31,9 @@ class SelectiveConfig:
     split: str = "test"
     dataset: str = "synthetic"
     fps: float = 2.0  # frames per second fed to the encoder
-    window_frames: int = 4  # 2 s windows at 2 fps: 4 frames, like a `small` training clip
-    stride_frames: int = 1  # one window every 0.5 s
+    window_frames: int | None = None  # None: the model's x_encoder.num_frames (small: 4 = 2 s at 2 fps)
+    stride_frames: int = 1  # frames between window starts: one window every 0.5 s at 2 fps
+    allow_frame_mismatch: bool = False  # accept a window_frames that is not the model's frame count (warns)
     stream_seconds: float = 60.0  # consecutive clips are concatenated into streams this long
     min_events: int = 2
     max_clips: int | None = None
@@ -73,8 +76,12 @@ def build_streams(model, encoder, clips: list[dict], cfg: SelectiveConfig) -> tu
             truth += [(offset + 0.5 * (a + b), text) for a, b, text in clip["events"]]
             offset += float(clip["duration"])
         start = time.perf_counter()
-        out = list(embed_stream(iter(frames), encoder, model, window_frames=cfg.window_frames,
-                                stride_frames=cfg.stride_frames, query=cfg.query))
+        with warnings.catch_warnings():  # an accepted mismatch is reported once, by run_selective
+            warnings.simplefilter("ignore", FrameMismatchWarning)
+            windows_of_stream = embed_stream(iter(frames), encoder, model, window_frames=cfg.window_frames,
+                                             stride_frames=cfg.stride_frames,
+                                             allow_frame_mismatch=cfg.allow_frame_mismatch, query=cfg.query)
+        out = list(windows_of_stream)
         compute += time.perf_counter() - start
         windows += len(out)
         streams.append(Stream(f"stream-{number:03d}", np.array([w.time for w in out]),
@@ -85,6 +92,8 @@ def build_streams(model, encoder, clips: list[dict], cfg: SelectiveConfig) -> tu
 def run_selective(model, encoder, db_path: Path, train_texts: list[str], cfg: SelectiveConfig, out_dir: Path,
                   decoder=None) -> dict:
     """The sweep, the savings factors, the online trigger's latency and cost; writes plot + table + JSON."""
+    # Checked before any clip is decoded; recorded below as the window actually used.
+    window_frames = stream_window(model.cfg.x_encoder, cfg.window_frames, allow_frame_mismatch=cfg.allow_frame_mismatch)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = event_clips(db_path, cfg.split, dataset=cfg.dataset, min_events=cfg.min_events, max_clips=cfg.max_clips)
     if not clips:
@@ -98,6 +107,7 @@ def run_selective(model, encoder, db_path: Path, train_texts: list[str], cfg: Se
     online_rows = [r for r in rows if r.method == "online"]
     result = {
         "config": asdict(cfg),
+        "window_frames": window_frames, "window_seconds": window_frames / cfg.fps,
         "n_streams": len(streams), "n_clips": len(clips),
         "stream_seconds": float(sum(s.duration for s in streams)),
         "n_events": int(sum(len(s.captions) for s in streams)),

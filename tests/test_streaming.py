@@ -160,5 +160,112 @@ def test_embed_stream_reuses_per_frame_tokens_exactly(tiny_cfg):
     with torch.no_grad():
         expected = model.predict(tokens)[0]
     np.testing.assert_allclose(out[3].embedding, (expected / expected.norm()).numpy(), rtol=1e-4, atol=1e-5)
-    strided = list(embed_stream(iter(frames), encoder, model, window_frames=3, stride_frames=2))
+    with pytest.warns(UserWarning, match="trained on 2-frame clips"):  # tiny trains on 2 frames
+        strided = list(embed_stream(iter(frames), encoder, model, window_frames=3, stride_frames=2,
+                                    allow_frame_mismatch=True))
     assert [w.start for w in strided] == [0.0, 1.0, 2.0]
+
+
+def random_frames(count: int, size: int = 32, seed: int = 0) -> list[tuple[float, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(t * 0.5, rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)) for t in range(count)]
+
+
+@pytest.mark.parametrize("num_frames", [2, 3])
+def test_embed_stream_window_defaults_to_the_models_frame_count(tiny_cfg, num_frames):
+    """With no window given, each window is one clip of the model's x_encoder.num_frames frames."""
+    import torch
+
+    from vljepa.config import replace
+    from vljepa.encoders import build_x_encoder
+    from vljepa.model import build_model
+    from vljepa.streaming.embed import _normalise, embed_stream
+
+    cfg = replace(tiny_cfg, **{"x_encoder.num_frames": num_frames})
+    torch.manual_seed(0)
+    encoder, model = build_x_encoder(cfg.x_encoder), build_model(cfg)
+    frames = random_frames(7)
+    out = list(embed_stream(iter(frames), encoder, model))  # stride: 1 frame by default
+    assert len(out) == 7 - num_frames + 1
+    assert all(w.end - w.start == pytest.approx(0.5 * (num_frames - 1)) for w in out)
+    # The first window is exactly the model's input for the first num_frames frames.
+    clip = np.stack([f for _, f in frames[:num_frames]])
+    with torch.no_grad():
+        expected = model.predict(encoder.encode(_normalise(clip, encoder.spec.mean, encoder.spec.std)[None]))[0]
+    np.testing.assert_allclose(out[0].embedding, (expected / expected.norm()).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_window_that_is_not_the_models_frame_count_is_an_error(tiny_cfg, tiny_model):
+    from vljepa.encoders import build_x_encoder
+    from vljepa.streaming.embed import WindowMismatchError, embed_stream
+
+    encoder = build_x_encoder(tiny_cfg.x_encoder)
+    unread = (pytest.fail("a frame was read") for _ in range(1))  # the check comes before any frame
+    with pytest.raises(WindowMismatchError) as raised:
+        embed_stream(unread, encoder, tiny_model, window_frames=4)
+    message = str(raised.value)
+    assert "window of 4 frames" in message and "clips of 2 frames" in message and "x_encoder.num_frames=2" in message
+    assert "leave the window unset" in message and "allow_frame_mismatch=True" in message
+    assert "--allow-frame-mismatch" in message
+    # Passing the model's own count explicitly is fine.
+    assert len(list(embed_stream(iter(random_frames(3)), encoder, tiny_model, window_frames=2))) == 2
+
+
+def test_tubelet_windows_follow_the_paper_model():
+    """V-JEPA 2 at paper scale: 16-frame windows; an opted-in odd window is filled like a clip."""
+    from vljepa.config import get_preset
+    from vljepa.streaming.embed import FrameMismatchWarning, WindowMismatchError, stream_window
+
+    x_encoder = get_preset("paper").x_encoder
+    assert (x_encoder.name, x_encoder.num_frames, x_encoder.tubelet_size) == ("vjepa2", 16, 2)
+    assert stream_window(x_encoder) == 16 and stream_window(x_encoder, 16) == 16
+    with pytest.raises(WindowMismatchError, match="window of 4 frames.*clips of 16 frames"):
+        stream_window(x_encoder, 4)  # the old fixed window
+    with pytest.warns(FrameMismatchWarning, match="tubelets of 2 frames.*repeated to fill 8 frames"):
+        assert stream_window(x_encoder, 7, allow_frame_mismatch=True) == 7
+    with pytest.raises(ValueError, match=">= 1"):
+        stream_window(x_encoder, 0, allow_frame_mismatch=True)
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_model, tmp_path):
+    from vljepa.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path / "model")
+
+
+@pytest.mark.parametrize(("window", "allow", "shown"),
+                         [(None, False, "2 frames (1.0 s)"), (3, True, "3 frames (1.5 s)")])
+def test_stream_flow_windows_follow_the_checkpoint(tiny_checkpoint, tmp_path, monkeypatch, window, allow, shown):
+    """``vljepa stream`` without --window feeds the checkpoint's frame count (tiny: 2 frames = 1 s at 2 fps);
+    an accepted mismatch is warned about once."""
+    import warnings
+
+    from flows.resolve import RunConfig
+    from flows.stream import StreamConfig, stream_video
+    from tests.media import make_h264
+    from vljepa.streaming.embed import FrameMismatchWarning
+
+    monkeypatch.setattr("flows.loaders.caption_bank", lambda db: ["a red square", "a blue circle"])
+    video = make_h264(tmp_path / "clip.mp4", 3)
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = stream_video(StreamConfig(video=str(video), method="uniform", rate=1.0, window=window,
+                                           allow_frame_mismatch=allow, checkpoint=str(tiny_checkpoint),
+                                           run=RunConfig(state_dir=str(tmp_path / "state"))), emit=lines.append)
+    assert f"windows of {shown} every 1 (0.50 s)" in lines[0]
+    assert sum(issubclass(w.category, FrameMismatchWarning) for w in caught) == (1 if allow else 0)
+    assert result.decodes == result.uniform_1hz_decodes >= 2
+    assert {text for _, _, text in result.captions} <= {"a red square", "a blue circle"}
+
+
+def test_stream_cli_rejects_a_window_the_model_was_not_trained_on(tiny_checkpoint, tmp_path, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as exited:  # before the (missing) video is opened
+        main(["stream", str(tmp_path / "missing.mp4"), "--checkpoint", str(tiny_checkpoint), "--window", "4",
+              "--state-dir", str(tmp_path / "state")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "vljepa stream: error: a streaming window of 4 frames" in err and "x_encoder.num_frames=2" in err
