@@ -1,4 +1,5 @@
-"""The y-decoder: text-only training, greedy/beam generation, save/load, audited SmolLM2 import."""
+"""The y-decoder: text-only training, greedy/beam generation, save/load, audited SmolLM2 import;
+the full vocabulary and the ~100M ``paper`` preset."""
 
 from __future__ import annotations
 
@@ -93,3 +94,137 @@ def test_smollm2_layers_import_under_audit():
     assert torch.equal(decoder.lm.layers[0].mlp.up_proj.weight, ref["model.layers.0.mlp.up_proj.weight"])
     assert torch.equal(decoder.lm.norm.weight, ref["model.norm.weight"])
     assert decoder.to_text(decoder.to_local("a red circle")) == "a red circle"
+
+
+# ---------------------------------------------------------------------------------------------
+# The full vocabulary and the paper preset
+
+
+def test_paper_preset_decodes_from_the_shared_space_over_the_full_vocabulary():
+    paper, small = decoder_preset("paper", shared_dim=1536), decoder_preset("small", shared_dim=1536)
+    assert paper.vocab == "full" and paper.shared_dim == 1536 and paper.lm == "smollm2-135m"
+    assert small.vocab == "cut" and paper != small
+    assert decoder_preset("tiny", shared_dim=8).vocab == "cut"
+
+
+def test_paper_decoder_builds_on_meta_with_about_100m_parameters():
+    """Full SmolLM2 vocabulary, a prefix projection from 1536-d, ~100M parameters (paper Sec. 3.1)."""
+    import json
+
+    from vljepa.decoder import build_codec, decoder_vocab
+    from vljepa.weights import smollm2_dir
+
+    cfg = decoder_preset("paper", shared_dim=1536)
+    codec = build_codec(cfg)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec), codec, meta=True)
+    lm = json.loads((smollm2_dir() / "config.json").read_text())
+    vocab, width, mlp = lm["vocab_size"], lm["hidden_size"], lm["intermediate_size"]
+    kv = width // lm["num_attention_heads"] * lm["num_key_value_heads"]
+    assert (vocab, width) == (49152, 576)
+    assert tuple(decoder.lm.embed_tokens.weight.shape) == (vocab, width)
+    assert (decoder.prefix_proj.in_features, decoder.prefix_proj.out_features) == (1536, cfg.prefix_len * width)
+    # By hand: q, o (H×H), k, v (H×kv), gate, up, down (H×mlp), two norms per layer; the token table
+    # (tied head); the final norm; the prefix projection with its bias.
+    layer = 2 * width * width + 2 * width * kv + 3 * width * mlp + 2 * width
+    expected = cfg.num_layers * layer + vocab * width + width + (1536 + 1) * cfg.prefix_len * width
+    total = sum(p.numel() for p in decoder.parameters())
+    assert total == expected and 90e6 < total < 110e6, total
+    # Local ids are tokenizer ids; the tokenizer's own end-of-text ends a text.
+    assert decoder.to_local("a red circle") == codec.encode("a red circle") + [codec.eos_id]
+    assert decoder.eos_local == codec.eos_id
+
+
+@pytest.fixture(scope="module")
+def trained_full(tmp_path_factory):
+    from vljepa.config import get_preset
+    from vljepa.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny"))
+    cfg = dataclasses.replace(decoder_preset("tiny", shared_dim=model.cfg.shared_dim), vocab="full", steps=150)
+    out = tmp_path_factory.mktemp("decoder_full") / "decoder"
+    return model, train_decoder(model, TEXTS, cfg, out_dir=out), out
+
+
+def test_full_vocabulary_round_trip_on_the_tiny_lm(trained_full):
+    model, result, out = trained_full
+    decoder = result.decoder
+    assert decoder.vocab == list(range(ByteCodec.vocab_size))  # every byte, not only the texts'
+    assert decoder.to_local("abz") == [ord("a") + 1, ord("b") + 1, ord("z") + 1, 0]  # no KeyError: "z" is unseen
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10
+    trip = round_trip(model, decoder, TEXTS, num_beams=2)
+    assert trip["metrics"]["exact_match"] >= 0.75, trip["examples"]
+    again = load_decoder(out)
+    assert (out / "decoder_vocab.json").read_text() == "null" and again.vocab == decoder.vocab
+    embedding = torch.randn(3, model.cfg.shared_dim)
+    assert again.generate(embedding, num_beams=2) == decoder.generate(embedding, num_beams=2)
+
+
+def test_full_vocabulary_loss_is_the_mean_over_target_tokens_only():
+    """Padding after the shorter text adds nothing: the batch loss is the token-weighted mean of each
+    text's loss on its own (where there is no padding at all)."""
+    from vljepa.decoder import decoder_vocab
+
+    cfg = dataclasses.replace(decoder_preset("tiny", shared_dim=8), vocab="full")
+    codec = ByteCodec()
+    torch.manual_seed(0)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec), codec)
+    embedding = torch.randn(2, 8)
+    short, long = "ab", "a longer text"
+    n_short, n_long = len(decoder.to_local(short)), len(decoder.to_local(long))
+    alone = (n_short * decoder.loss(embedding[:1], [short]) + n_long * decoder.loss(embedding[1:], [long]))
+    torch.testing.assert_close(decoder.loss(embedding, [short, long]), alone / (n_short + n_long))
+
+
+class _EosLastCodec:
+    """Bytes as ids 0..255 and end-of-text 256: a full vocabulary whose end-of-text is not id 0."""
+
+    eos_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode(errors="replace")
+
+
+def test_full_vocabulary_ends_texts_at_the_codecs_end_of_text():
+    from vljepa.decoder import decoder_vocab
+
+    cfg = dataclasses.replace(decoder_preset("tiny", shared_dim=8), vocab="full")
+    codec = _EosLastCodec()
+    torch.manual_seed(0)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec), codec)
+    assert decoder.to_local("ab") == [97, 98, 256]
+    assert decoder.to_text([97, 98, 256, 99]) == "ab"
+    embedding = torch.randn(len(TEXTS), 8)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+    for _ in range(80):  # exact from ~60 steps
+        loss = decoder.loss(embedding, TEXTS)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    # Had training or decoding used id 0 as end-of-text, these would carry NUL bytes or run on past it.
+    assert decoder.generate(embedding, num_beams=1) == TEXTS
+    assert decoder.generate(embedding, num_beams=3) == TEXTS
+
+
+def test_smollm2_full_vocabulary_imports_the_whole_table_and_trains():
+    """vocab="full" on the real LM: the whole token table under audit, a loss step and decoding."""
+    from vljepa.decoder import HFCodec, YDecoderConfig, decoder_vocab
+    from vljepa.weights import read_safetensors, smollm2_dir
+
+    cfg = YDecoderConfig(num_layers=1, prefix_len=2, shared_dim=16, vocab="full")
+    codec = HFCodec(smollm2_dir())
+    decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec), codec)
+    decoder.load_lm()
+    table = read_safetensors(smollm2_dir() / "model.safetensors", ["model.embed_tokens.weight"])
+    assert torch.equal(decoder.lm.embed_tokens.weight, table["model.embed_tokens.weight"])  # (49152, 576)
+    assert decoder.to_text(decoder.to_local("a zebra")) == "a zebra"  # no training text needed
+    loss = decoder.loss(torch.randn(2, 16), ["a red circle", "a zebra crosses the road"])
+    loss.backward()
+    assert torch.isfinite(loss) and decoder.lm.embed_tokens.weight.grad.abs().sum() > 0
+    texts = decoder.eval().generate(torch.randn(2, 16), num_beams=2, max_new_tokens=3)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

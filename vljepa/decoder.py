@@ -4,19 +4,40 @@ The embedding is linearly projected to ``prefix_len`` vectors at the width of a 
 which continues them into text (greedy or beam search). It is trained text-only on y-encoder
 embeddings of captions and answers, with the y-encoder frozen (``vljepa.decoder_train``).
 
-Embedded default (``small``): the *bottom* ``num_layers`` of SmolLM2-135M (30 layers, width 576),
-its final norm and its tied token embeddings. Why so few layers: the decoder only has to
-verbalise a compositional embedding of a small domain, and on 2 CPU cores 4 layers train
-~6× faster than all 30 (the whole decoder trains in ~2 min; see README).
+What the paper gives (final version, arXiv 2512.10942, as explained in ``shared/paper/001``
+Sec. 2.1.4 and the table of Sec. 3.1): the decoder's role, ``Ŝ_Y -> Ŷ`` from the shared space
+(1,536-d for the paper's model); that it is "lightweight", ~100M parameters; that it takes no part
+in the main training loop and runs only at inference, when text is needed. It gives neither its
+architecture nor how it was trained (the submission, ``000`` Sec. 4.1, used the decoder of the
+frozen SONAR text autoencoder, i.e. one trained on text alone).
 
-Output vocabulary: the token ids that occur in the training texts (plus end-of-text), a few
-hundred of SmolLM2's 49,152. The input and output embedding rows are cut to that set, which
-makes the softmax ~100× cheaper on CPU and the saved decoder small; the decoder can only emit
-words it was trained on, which is what a text-only decoder of a closed domain can do anyway.
+Our choices (every preset): the bottom ``num_layers`` of SmolLM2-135M (30 layers, width 576), its
+final norm and its tied token embeddings, fed ``prefix_len`` vectors projected from the
+embedding (ClipCap-style); text-only training on the frozen y-encoder's embeddings of the
+training texts with CapDec noise (``noise_norm``), so the decoder tolerates predicted embeddings.
+
+Presets:
+- ``paper``: 18 layers, an 8-vector prefix from the 1,536-d space and SmolLM2's full 49,152-token
+  vocabulary (``vocab="full"``): 99.1M parameters (18 × 3.54M layers + 28.3M token table + 7.1M
+  prefix projection), near the paper's ~100M; trains on a GPU (``device="cuda"``).
+- ``small`` (the embedded default): 4 layers, a 4-vector prefix, the vocabulary cut to the
+  training texts. Why so few layers: the decoder only has to verbalise a compositional
+  embedding of a small domain, and on 2 CPU cores 4 layers train ~6× faster than all 30 (the
+  whole decoder trains in ~2 min; see README).
+- ``tiny``: a random 2-layer Llama over UTF-8 bytes (unit tests).
+
+Output vocabulary. ``vocab="cut"``: the token ids that occur in the training texts (plus
+end-of-text), a few hundred of SmolLM2's 49,152. The input and output embedding rows are cut to
+that set, which makes the softmax ~100× cheaper on CPU and the saved decoder small; the decoder
+can only emit words it was trained on, which is what a text-only decoder of a closed domain can
+do anyway. ``vocab="full"``: every id of the LM; local id == tokenizer id, so no table maps
+between them, and any text can be read and written. Its 49k-way softmax is computed only at the
+target positions of a batch in training, and only at the last position per step in generation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,6 +61,8 @@ class YDecoderConfig:
     prefix_len: int = 4  # embedding -> this many LM input vectors
     shared_dim: int = 384
     max_length: int = 48  # target tokens (captions of 4 events are ~35)
+    # "cut": the ids seen in the training texts (+ end-of-text); "full": the LM's whole vocabulary.
+    vocab: Literal["cut", "full"] = "cut"
     # Gaussian noise of this expected L2 norm is added to the unit-norm training embeddings
     # (CapDec, Nukrai et al. 2022): the decoder then tolerates the gap between predicted and
     # target embeddings it never sees in text-only training.
@@ -52,6 +75,7 @@ class YDecoderConfig:
     weight_decay: float = 0.01
     seed: int = 0
     num_threads: int | None = 2
+    device: str = "cpu"  # where the decoder trains (the y-encoder's embeddings are moved there)
     # Tiny random LM (unit tests).
     tiny_hidden: int = 32
     tiny_heads: int = 4
@@ -70,13 +94,21 @@ class YDecoderConfig:
 
 
 def decoder_preset(name: str, *, shared_dim: int) -> YDecoderConfig:
-    """``small``: 4 SmolLM2 layers (the embedded default); ``tiny``: a random 2-layer Llama."""
+    """``paper``: ~100M parameters, full vocabulary (for the 1,536-d paper model); ``small``: 4
+    SmolLM2 layers over a cut vocabulary (the embedded default); ``tiny``: a random 2-layer Llama."""
     if name == "tiny":
         return YDecoderConfig(lm="tiny", num_layers=2, prefix_len=2, shared_dim=shared_dim, max_length=32,
                               steps=60, batch_size=16, lr=3e-3, warmup_steps=5, noise_norm=0.0)
-    if name in ("small", "paper"):
+    if name == "small":
         return YDecoderConfig(shared_dim=shared_dim)
-    raise KeyError(f"unknown y-decoder preset {name!r}; choose small | tiny")
+    if name == "paper":
+        # Size from the paper (~100M, see the module docstring); depth, prefix and training are ours:
+        # captions of real data run longer than the synthetic ones; tens of thousands of steps for
+        # a corpus of real captions, on a GPU, with the LM's own threads (num_threads=None).
+        return YDecoderConfig(shared_dim=shared_dim, vocab="full", num_layers=18, prefix_len=8, max_length=64,
+                              steps=20_000, batch_size=128, lr=3e-4, warmup_steps=500, num_threads=None,
+                              device="cuda")
+    raise KeyError(f"unknown y-decoder preset {name!r}; choose paper | small | tiny")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +166,20 @@ def build_codec(cfg: YDecoderConfig) -> Codec:
     return ByteCodec() if cfg.lm == "tiny" else HFCodec(_lm_dir(cfg))
 
 
+def _lm_vocab_size(cfg: YDecoderConfig) -> int:
+    """Rows of the LM's token table: 257 bytes for the tiny LM, else the LM's ``config.json``."""
+    if cfg.lm == "tiny":
+        return ByteCodec.vocab_size
+    return int(json.loads((_lm_dir(cfg) / "config.json").read_text())["vocab_size"])
+
+
+def decoder_vocab(cfg: YDecoderConfig, texts: list[str], codec: Codec) -> list[int]:
+    """The LM ids the decoder knows: those of ``texts`` (``vocab="cut"``) or all of them (``"full"``)."""
+    if cfg.vocab == "cut":
+        return build_vocab(texts, codec)
+    return list(range(_lm_vocab_size(cfg)))
+
+
 def _llama_config(cfg: YDecoderConfig, vocab_size: int):
     from transformers import LlamaConfig
 
@@ -160,25 +206,36 @@ def _llama_config(cfg: YDecoderConfig, vocab_size: int):
 
 
 class YDecoder(nn.Module):
-    """``embedding (B, S) -> text``: prefix projection + a causal Llama over a cut vocabulary.
+    """``embedding (B, S) -> text``: prefix projection + a causal Llama over its vocabulary.
 
-    ``vocab`` lists the LM-tokenizer ids the decoder knows; local id ``i`` is ``vocab[i]`` and
-    local id 0 is always end-of-text.
+    ``vocab`` lists the LM-tokenizer ids the decoder knows (``decoder_vocab``); local id ``i`` is
+    ``vocab[i]``. ``cfg.vocab="cut"``: local id 0 is end-of-text. ``"full"``: ``vocab`` is
+    ``range(V)`` and local ids are tokenizer ids (end-of-text is the codec's own id).
+    meta: build on the meta device (no memory, no weights), e.g. to count parameters.
     """
 
-    def __init__(self, cfg: YDecoderConfig, vocab: list[int], codec: Codec) -> None:
+    def __init__(self, cfg: YDecoderConfig, vocab: list[int], codec: Codec, *, meta: bool = False) -> None:
         super().__init__()
         from transformers import LlamaModel
 
-        if not vocab or vocab[0] != codec.eos_id:
-            raise ValueError("vocab[0] must be the codec's end-of-text id")
+        if cfg.vocab == "full":
+            if list(vocab) != list(range(len(vocab))) or not 0 <= codec.eos_id < len(vocab):
+                raise ValueError("a full-vocabulary y-decoder needs vocab == range(V) holding the end-of-text id; "
+                                 "build it with decoder_vocab(cfg, texts, codec)")
+            self.local = None  # local id == tokenizer id
+            self.eos_local = codec.eos_id
+        else:
+            if not vocab or vocab[0] != codec.eos_id:
+                raise ValueError("vocab[0] must be the codec's end-of-text id")
+            self.local = {tok: i for i, tok in enumerate(vocab)}
+            self.eos_local = 0
         self.cfg = cfg
         self.codec = codec
         self.vocab = list(vocab)
-        self.local = {tok: i for i, tok in enumerate(self.vocab)}
-        self.lm = LlamaModel(_llama_config(cfg, len(vocab)))
-        hidden = self.lm.config.hidden_size
-        self.prefix_proj = nn.Linear(cfg.shared_dim, cfg.prefix_len * hidden)  # (S) -> (P*H)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            self.lm = LlamaModel(_llama_config(cfg, len(vocab)))
+            hidden = self.lm.config.hidden_size
+            self.prefix_proj = nn.Linear(cfg.shared_dim, cfg.prefix_len * hidden)  # (S) -> (P*H)
         nn.init.normal_(self.prefix_proj.weight, std=cfg.shared_dim**-0.5 * hidden**-0.5 * 4)
         nn.init.zeros_(self.prefix_proj.bias)
 
@@ -198,7 +255,8 @@ class YDecoder(nn.Module):
             key_map.update({f"layers.{i}.{s}": f"model.layers.{i}.{s}" for s in layer_keys})
         checkpoint = read_safetensors(path, sorted(set(key_map.values())) + ["model.embed_tokens.weight"])
         table = checkpoint.pop("model.embed_tokens.weight")  # (V_lm, H)
-        checkpoint["vocab_rows"] = table[torch.tensor(self.vocab)]  # (V, H): only our vocabulary
+        # (V, H): only our vocabulary; the full table as it is (load_mapped checks its shape)
+        checkpoint["vocab_rows"] = table if self.local is None else table[torch.tensor(self.vocab)]
         key_map["embed_tokens.weight"] = "vocab_rows"
         rotary = {k for k in self.lm.state_dict() if k.startswith("rotary_emb.")}
         load_mapped(self.lm, checkpoint, key_map, expect_not_loaded=rotary)
@@ -207,15 +265,18 @@ class YDecoder(nn.Module):
     def to_local(self, text: str) -> list[int]:
         """Text -> local ids, truncated to ``max_length - 1``, plus end-of-text. Unknown tokens fail."""
         ids = self.codec.encode(text)[: self.cfg.max_length - 1]
+        if self.local is None:
+            return ids + [self.eos_local]
         try:
-            return [self.local[t] for t in ids] + [0]
+            return [self.local[t] for t in ids] + [self.eos_local]
         except KeyError as exc:
             raise KeyError(f"token {exc} of {text!r} is not in the y-decoder's vocabulary") from None
 
     def to_text(self, local_ids: list[int]) -> str:
+        """Local ids -> text, up to the first end-of-text."""
         out = []
         for i in local_ids:
-            if i == 0:
+            if i == self.eos_local:
                 break
             out.append(self.vocab[i])
         return self.codec.decode(out)
@@ -243,7 +304,13 @@ class YDecoder(nn.Module):
         # Input at position P+j is token j-1 (the prefix's last vector predicts token 0).
         inputs = torch.cat([self.prefix(embedding), self.lm.embed_tokens(ids[:, :-1])], dim=1)  # (B, P+L-1, H)
         hidden = self.lm(inputs_embeds=inputs, attention_mask=mask[:, :-1]).last_hidden_state
-        logits = self._logits(hidden[:, self.cfg.prefix_len - 1 :])  # (B, L, V)
+        hidden = hidden[:, self.cfg.prefix_len - 1 :]  # (B, L, H)
+        if self.local is None:
+            # A 49k-way softmax: logits only at the target positions, not at the padding after
+            # shorter texts; the mean over the targets is the same loss as below.
+            target = labels != -100  # (B, L)
+            return F.cross_entropy(self._logits(hidden[target]), labels[target])  # logits (N, V)
+        logits = self._logits(hidden)  # (B, L, V)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
@@ -276,8 +343,8 @@ class YDecoder(nn.Module):
                     score, beam, token = float(top[b, j]), int(beam_of[b, j]), int(token_of[b, j])
                     if score == float("-inf"):
                         break
-                    if token == 0 or step == max_new - 1:
-                        seq = sequences[b * beams + beam].tolist() + ([] if token == 0 else [token])
+                    if token == self.eos_local or step == max_new - 1:
+                        seq = sequences[b * beams + beam].tolist() + ([] if token == self.eos_local else [token])
                         finished[b].append((score / max(len(seq) + 1, 1) ** length_penalty, seq))
                         continue
                     new_scores[b, kept], source[b, kept], tokens[b, kept] = score, beam, token
@@ -298,7 +365,9 @@ class YDecoder(nn.Module):
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        """``decoder.safetensors`` + ``decoder_config.json`` + ``decoder_vocab.json``, atomically."""
+        """``decoder.safetensors`` + ``decoder_config.json`` + ``decoder_vocab.json``, atomically.
+
+        The vocabulary file holds ``null`` for a full vocabulary (it is ``range(V)``)."""
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
@@ -306,7 +375,7 @@ class YDecoder(nn.Module):
         with atomic_dir(out_dir) as tmp:
             save_file(state, str(tmp / "decoder.safetensors"))
             (tmp / "decoder_config.json").write_text(self.cfg.to_json())
-            (tmp / "decoder_vocab.json").write_text(json.dumps(self.vocab))
+            (tmp / "decoder_vocab.json").write_text(json.dumps(None if self.local is None else self.vocab))
         return out_dir
 
 
@@ -317,7 +386,10 @@ def load_decoder(decoder_dir: str | Path) -> YDecoder:
     decoder_dir = Path(decoder_dir)
     cfg = YDecoderConfig.from_json((decoder_dir / "decoder_config.json").read_text())
     vocab = json.loads((decoder_dir / "decoder_vocab.json").read_text())
-    decoder = YDecoder(cfg, vocab, build_codec(cfg))
+    codec = build_codec(cfg)
+    if (vocab is None) != (cfg.vocab == "full"):
+        raise ValueError(f"{decoder_dir}: decoder_vocab.json does not match vocab={cfg.vocab!r} of its config")
+    decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec) if vocab is None else vocab, codec)
     decoder.load_state_dict(load_file(str(decoder_dir / "decoder.safetensors")), strict=True)
     decoder.eval()
     return decoder

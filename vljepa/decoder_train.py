@@ -1,7 +1,10 @@
 """Text-only training of the y-decoder on frozen y-encoder embeddings, and its round-trip score.
 
 The y-encoder (the checkpoint's, with its projection into the shared space) embeds every
-training text once, under ``no_grad``: it is frozen by construction while the decoder trains.
+training text once, under ``no_grad``: it is frozen by construction while the decoder trains,
+which sees only texts and their embeddings, never a video. This mirrors the paper's submission,
+whose decoder was SONAR's own text decoder for the frozen SONAR encoder (text -> embedding ->
+text); the final version does not say how its ~100M decoder was trained.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vljepa.decoder import YDecoder, YDecoderConfig, build_codec, build_vocab
+from vljepa.decoder import YDecoder, YDecoderConfig, build_codec, decoder_vocab
 from vljepa.evaluate import text_embeddings
 from vljepa.model import VLJepa
 
@@ -44,12 +47,13 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     if not texts:
         raise ValueError("no training texts for the y-decoder")
     codec = build_codec(cfg)
-    decoder = YDecoder(cfg, build_vocab(texts, codec), codec)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, texts, codec), codec)
     if cfg.lm != "tiny":
         decoder.load_lm()
+    decoder.to(cfg.device)
     start = time.perf_counter()
     with torch.no_grad():
-        targets = text_embeddings(model, texts)  # (T, S), unit norm; y-encoder frozen
+        targets = text_embeddings(model, texts)  # (T, S), unit norm, on the CPU; y-encoder frozen
     embed_seconds = time.perf_counter() - start
     if targets.shape[1] != cfg.shared_dim:
         raise ValueError(f"y-encoder gives {targets.shape[1]}-d embeddings; decoder expects {cfg.shared_dim}")
@@ -82,6 +86,7 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         if cfg.noise_norm > 0:
             noise = torch.randn(embedding.shape, generator=generator) * (cfg.noise_norm / embedding.shape[1] ** 0.5)
             embedding = embedding + noise
+        embedding = embedding.to(cfg.device)
         loss = decoder.loss(embedding, [texts[i] for i in index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
