@@ -25,7 +25,7 @@ ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     tasks: tuple[str, ...] = ALL_TASKS
-    decoder_preset: str | None = None  # default: the model's preset if it is "tiny" or "paper", else "small"
+    decoder_preset: str | None = None  # default: the model's preset if it is "tiny", "paper" or "rehearsal", else "small"
     decoder_steps: int | None = None  # override the preset's training steps
     num_beams: int = 3  # captioning; VQA answers decode greedily
     registered_model: str = "vljepa"
@@ -49,7 +49,7 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     from vljepa.decoder import decoder_preset, load_decoder
     from vljepa.decoder_train import train_decoder
 
-    preset = cfg.decoder_preset or (model.cfg.preset if model.cfg.preset in ("tiny", "paper") else "small")
+    preset = cfg.decoder_preset or (model.cfg.preset if model.cfg.preset in ("tiny", "paper", "rehearsal") else "small")
     dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
     if cfg.decoder_steps is not None:
         dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)

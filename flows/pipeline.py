@@ -33,12 +33,15 @@ def train_phase(cfg: VLJepaConfig, run: RunConfig, layout: StateLayout, data: Ph
     key): a re-run with nothing changed finds the model there and returns its summary instead."""
     from flows.launch import launch
 
-    out = layout.models / f"{name}-{content_key(cfg.to_json(), data.key)}"
+    # Ranks change how a batch is split (and, when it does not divide, the effective batch): part of the key.
+    ranks = () if run.nproc == 1 else (f"nproc={run.nproc}",)
+    out = layout.models / f"{name}-{content_key(cfg.to_json(), data.key, *ranks)}"
     found = TrainSummary.load(out)
     if found is not None:
         return found
     spec = TrainDataSpec(db_path=str(layout.manifest), plan=data.plan)
-    return launch(cfg, spec, out, launcher=run.launcher, folder=layout.submitit, progress=run.progress).result()
+    return launch(cfg, spec, out, launcher=run.launcher, folder=layout.submitit, progress=run.progress,
+                  local_tasks=run.nproc).result()
 
 
 @dataclass(frozen=True)

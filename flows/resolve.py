@@ -20,7 +20,7 @@ from vljepa.recipes import stage_config
 
 Launcher = Literal["inline", "local", "slurm"]
 Engine = Literal["local", "ray"]
-PRESET_NAMES = ("small", "tiny", "paper")
+PRESET_NAMES = ("small", "tiny", "paper", "rehearsal")
 
 
 class ConfigError(ValueError):
@@ -72,8 +72,11 @@ class RunConfig:
     experiment: str | None = None  # MLflow experiment; None: the stage's own default
     registered_model: str = "vljepa"
     progress: bool = True
+    nproc: int = 1  # ranks of a local submitit job (gloo on CPU); on Slurm the ranks come from cfg.slurm
 
     def __post_init__(self) -> None:
+        if self.nproc < 1:
+            raise ConfigError(f"nproc must be at least 1, got {self.nproc}")
         if self.config_path is None and self.preset not in PRESET_NAMES:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {PRESET_NAMES} or pass a config file")
         parse_overrides(self.overrides)  # malformed items fail here, before any work

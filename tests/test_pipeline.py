@@ -18,11 +18,12 @@ from flows.resolve import RunConfig
 # frames, test) kept their keys; the image phase now reads the still-image set (its own 1-frame
 # and 2-frame caches, the `-stills` data dir and the `items` of each mix component), so the 1-frame
 # video cache is gone and both models are new. The video model's key covers its init_from path,
-# so the run uses this fixed state dir.
+# so the run uses this fixed state dir. Issue 15 added y_encoder.prompt_name to the config: both
+# models re-keyed, nothing else.
 PINNED_STATE = Path("/tmp/vljepa-content-key-pin")
 PINNED = {
     "data": ["items", "synthetic-dbb83703d033", "synthetic-dbb83703d033-stills"],
-    "models": ["pretrain-image-tiny-69ca588c3b5d", "pretrain-video-tiny-c6c2b5a7d5f1"],
+    "models": ["pretrain-image-tiny-64c6244d6fa9", "pretrain-video-tiny-54829afc3022"],
     "caches": ["0eb633cc9a937242115bb5b249f59db80c024b94b839ae2d717a02f17c00196e",
                "23eeba2c9035e67b59fb84433a7c1e2d7b61bb83d9e84c04dc74d4d2e2cb89ce",
                "74eb6a8f2878f9708b294e989ae88ebe7ba3b3fc04361308691a8dc69d03bd14",

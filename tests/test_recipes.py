@@ -10,27 +10,28 @@ from vljepa.recipes import RECIPES, Recipe, recipe, stage_config
 # sha256(stage_config(preset, stage, phase, init_from).to_json())[:16], recorded from the
 # dotted-dict RECIPES before they became typed, and re-recorded when issue 14 added the stream's
 # fields to TrainConfig (num_workers, shuffle_buffer, resampled, skip_bad_samples) and small's
-# video phase became 1.5 epochs of the stills + videos mix. Model
+# video phase became 1.5 epochs of the stills + videos mix, and when issue 15 added
+# y_encoder.prompt_name (EmbeddingGemma's task prompt). Model
 # directories are content-addressed by this JSON: a change here orphans every model already made.
 GOLDEN = {
-    ("paper", "pretrain", "image", None): "297885975fe101f3",
-    ("paper", "pretrain", "image", "/ckpt/prev"): "443ec1a0a5e61cc5",
-    ("paper", "pretrain", "video", None): "e2548e2e4d909101",
-    ("paper", "pretrain", "video", "/ckpt/prev"): "d55f6ceb721d1f5a",
-    ("paper", "sft", None, None): "5261965713c61fa7",
-    ("paper", "sft", None, "/ckpt/prev"): "4cdcf2f9a5f90aa4",
-    ("small", "pretrain", "image", None): "8413138a4c7299f9",
-    ("small", "pretrain", "image", "/ckpt/prev"): "2537ee9feb10cfec",
-    ("small", "pretrain", "video", None): "20a3bbadc4d7429f",
-    ("small", "pretrain", "video", "/ckpt/prev"): "49271dfc92292053",
-    ("small", "sft", None, None): "dfd5672cccbfcd49",
-    ("small", "sft", None, "/ckpt/prev"): "679a7595dc248446",
-    ("tiny", "pretrain", "image", None): "42841a5f55eae86e",
-    ("tiny", "pretrain", "image", "/ckpt/prev"): "caee557a519a88c8",
-    ("tiny", "pretrain", "video", None): "65722da963b197d4",
-    ("tiny", "pretrain", "video", "/ckpt/prev"): "4bca31f9e27fae5a",
-    ("tiny", "sft", None, None): "979e002e373565fa",
-    ("tiny", "sft", None, "/ckpt/prev"): "42c822d86a8cf72e",
+    ("paper", "pretrain", "image", None): "7c6da8615f14e912",
+    ("paper", "pretrain", "image", "/ckpt/prev"): "7a1a85cde5156be5",
+    ("paper", "pretrain", "video", None): "a3c8fb0a1baf7a18",
+    ("paper", "pretrain", "video", "/ckpt/prev"): "03e9989c9c1c0f96",
+    ("paper", "sft", None, None): "bedaab3def32825e",
+    ("paper", "sft", None, "/ckpt/prev"): "d943d41303ecd4a1",
+    ("small", "pretrain", "image", None): "a745ef9320c9a7a6",
+    ("small", "pretrain", "image", "/ckpt/prev"): "211da0c3778d4ab6",
+    ("small", "pretrain", "video", None): "7def001943e1a75d",
+    ("small", "pretrain", "video", "/ckpt/prev"): "7828d4e6dded3851",
+    ("small", "sft", None, None): "8128d2e91a676ba2",
+    ("small", "sft", None, "/ckpt/prev"): "159675a9df660b46",
+    ("tiny", "pretrain", "image", None): "5e051ae51acf6d9d",
+    ("tiny", "pretrain", "image", "/ckpt/prev"): "981d22995a6f0c09",
+    ("tiny", "pretrain", "video", None): "3e8e415d75b0b652",
+    ("tiny", "pretrain", "video", "/ckpt/prev"): "1e48875c1a875303",
+    ("tiny", "sft", None, None): "eed467c3f75d755f",
+    ("tiny", "sft", None, "/ckpt/prev"): "10123d62706fd00b",
 }
 
 

@@ -86,6 +86,10 @@ class YEncoderConfig:
     lr_multiplier: float = 0.05  # 0.0 freezes the y-encoder (the submission's frozen SONAR option)
     projection: bool = True  # False: no projection head (needs width == shared_dim; paper Table 4c)
     max_length: int = 512
+    # A task prompt of the snapshot (sentence-transformers' config_sentence_transformers.json)
+    # prepended to every text; None: none. EmbeddingGemma is trained with prompts; the paper does
+    # not say which it used: "document" ("title: none | text: ") is our choice for captions/answers.
+    prompt_name: str | None = None
     # Architecture for random / meta-device builds.
     hidden_size: int = 384
     num_layers: int = 6
@@ -239,7 +243,7 @@ def paper() -> VLJepaConfig:
         ),
         predictor=PredictorConfig(lm=LLAMA_3_2_1B, num_layers=8),
         y_encoder=YEncoderConfig(
-            name="embeddinggemma", lr_multiplier=0.05, max_length=512,
+            name="embeddinggemma", lr_multiplier=0.05, max_length=512, prompt_name="document",
             hidden_size=768, num_layers=24, num_heads=3, intermediate_size=1152, vocab_size=262144,
         ),
         shared_dim=1536,
@@ -299,7 +303,44 @@ def tiny() -> VLJepaConfig:
     )
 
 
-PRESETS = {"paper": paper, "small": small, "tiny": tiny}
+def rehearsal() -> VLJepaConfig:
+    """The ``paper`` preset shrunk (torchtitan's ``debugmodel`` idea): every architecture and code path
+    of the paper, widths and depths cut so the whole recipe runs in minutes on 2 CPU cores.
+
+    V-JEPA 2 (tubelet 2, patch 16, 16 frames, no pooling; 32² crop, width 64, 2 layers), a
+    Llama-3-architecture LM (llama3 rope scaling, tied embeddings, BOS-adding tokenizer; width 64,
+    4 layers, the predictor its last 2), an EmbeddingGemma-architecture y-encoder (Gemma 3,
+    bidirectional, mean pooling, the Dense layers and prompts), shared dim 1536 as in the paper.
+    The weights are random snapshots written once by ``vljepa.rehearsal`` (``~/.cache/vljepa``) and
+    loaded by the same code as the real ones. Batches: tiny, and chosen not to split over 3 ranks.
+    """
+    from vljepa import rehearsal as r
+
+    found = r.snapshots()
+    base = paper()
+    lm = dataclasses.replace(LLAMA_3_2_1B, path=str(found.llama), vocab_size=r.VOCAB_SIZE,
+                             pad_token_id=r.LLAMA_PAD_ID,
+                             **{k: v for k, v in r.LLAMA.items() if k != "rope_scaling"},
+                             rope_scaling=dict(r.LLAMA["rope_scaling"]))
+    x = r.VJEPA2
+    return dataclasses.replace(
+        base, preset="rehearsal",
+        x_encoder=dataclasses.replace(base.x_encoder, weights=str(found.vjepa2), image_size=x["crop_size"],
+                                      hidden_size=x["hidden_size"], num_layers=x["num_hidden_layers"],
+                                      num_heads=x["num_attention_heads"]),
+        predictor=dataclasses.replace(base.predictor, lm=lm, num_layers=2, max_query_tokens=64),
+        y_encoder=dataclasses.replace(base.y_encoder, path=str(found.embeddinggemma), prompt_name="document",
+                                      max_length=64, hidden_size=r.GEMMA["hidden_size"],
+                                      num_layers=r.GEMMA["num_hidden_layers"], num_heads=r.GEMMA["num_attention_heads"],
+                                      intermediate_size=r.GEMMA["intermediate_size"], vocab_size=r.VOCAB_SIZE),
+        train=dataclasses.replace(base.train, batch_size=16, max_steps=4, device="cpu", num_workers=0,
+                                  num_threads=1, log_every=1),
+        data=DataConfig(n_videos=48, seed=0),
+        slurm=SlurmConfig(nodes=1, gpus_per_node=0, tasks_per_node=3, cpus_per_task=1, time_min=60),
+    )
+
+
+PRESETS = {"paper": paper, "rehearsal": rehearsal, "small": small, "tiny": tiny}
 
 
 def get_preset(name: str) -> VLJepaConfig:

@@ -6,6 +6,7 @@ under an audit, and checks that the trainable/frozen partition is what the confi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 from vljepa.config import VLJepaConfig
 from vljepa.predictor import Predictor
 from vljepa.text import ByteTokenizer, HFTokenizer, Tokenizer
-from vljepa.y_encoder import YEncoder
+from vljepa.y_encoder import YEncoder, prompt_prefix
 
 # Visual token width of each x-encoder, so the model can be built without loading the encoder.
 X_ENCODER_WIDTH = {"efficientnet-lite0": 1280}
@@ -39,6 +40,7 @@ class VLJepa(nn.Module):
         self.y_encoder = YEncoder(cfg.y_encoder, shared_dim=cfg.shared_dim, meta=meta)
         self.query_tokenizer: Tokenizer | None = None
         self.target_tokenizer: Tokenizer | None = None
+        self.target_prompt = ""  # the y-encoder's task prompt (y_encoder.prompt_name), prepended to texts
 
     def predict(self, visual_tokens: torch.Tensor, queries: list[str] | None = None) -> torch.Tensor:
         """visual_tokens ``(B, N, Dv)`` (+ optional query strings) -> predicted embeddings ``(B, S)``."""
@@ -46,12 +48,18 @@ class VLJepa(nn.Module):
         if queries is not None and any(queries):
             assert self.query_tokenizer is not None, "model built without tokenizers"
             query_ids, query_mask = self.query_tokenizer(queries, self.cfg.predictor.max_query_tokens)
+            # An empty query is no query: a tokenizer that adds BOS (Llama 3's) would otherwise give
+            # the caption samples of a mixed batch a lone BOS that an all-caption batch never has.
+            empty = torch.tensor([not q for q in queries], dtype=torch.bool)
+            query_mask = query_mask.masked_fill(empty[:, None], 0)
             query_ids, query_mask = query_ids.to(visual_tokens.device), query_mask.to(visual_tokens.device)
         return self.predictor(visual_tokens, query_ids, query_mask)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Target texts -> target embeddings ``(B, S)`` through the y-encoder."""
         assert self.target_tokenizer is not None, "model built without tokenizers"
+        if self.target_prompt:
+            texts = [self.target_prompt + t for t in texts]
         ids, mask = self.target_tokenizer(texts, self.cfg.y_encoder.max_length)
         device = next(self.y_encoder.parameters()).device
         return self.y_encoder(ids.to(device), mask.to(device))
@@ -72,10 +80,12 @@ def build_model(cfg: VLJepaConfig, *, meta: bool = False, load_weights: bool = T
         model.query_tokenizer = ByteTokenizer(lm.vocab_size) if lm.source == "random" else _lm_tokenizer(cfg)
     else:
         lm_path = lm_dir(cfg)
+        check_lm_snapshot(cfg, lm_path)
         if load_weights:
             model.predictor.load_lm(lm_path / "model.safetensors")
         model.query_tokenizer = HFTokenizer(lm_path, pad_id=lm.pad_token_id)
     model.target_tokenizer = _target_tokenizer(cfg)
+    model.target_prompt = prompt_prefix(cfg.y_encoder)
     check_partition(model)
     return model
 
@@ -92,6 +102,29 @@ def lm_dir(cfg: VLJepaConfig) -> Path:
             raise ValueError("predictor.lm.path must point at a local HF model directory (e.g. Llama-3.2-1B)")
         return Path(lm.path)
     raise ValueError(f"unknown LM source {lm.source!r}")
+
+
+LM_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+                   "num_hidden_layers", "vocab_size", "rope_theta", "head_dim")
+
+
+def check_lm_snapshot(cfg: VLJepaConfig, lm_path: Path) -> None:
+    """The predictor is built from ``predictor.lm`` and then filled from the snapshot: their shapes
+    must agree. On a mismatch, say which fields differ and the ``--set`` that fixes each."""
+    path = lm_path / "config.json"
+    if not path.is_file():
+        return  # converted SmolLM2 dirs always have it; a missing one fails at the weights below
+    snapshot = json.loads(path.read_text())
+    if snapshot.get("rope_theta") is None:  # transformers 5 writes it inside rope_parameters
+        snapshot["rope_theta"] = (snapshot.get("rope_parameters") or {}).get("rope_theta")
+    lm = cfg.predictor.lm
+    wrong = {f: snapshot[f] for f in LM_SHAPE_FIELDS
+             if snapshot.get(f) is not None and snapshot[f] != getattr(lm, f)}
+    if wrong:
+        fixes = " ".join(f"--set predictor.lm.{f}={v}" for f, v in wrong.items())
+        raise ValueError(f"predictor.lm does not match the LM snapshot at {lm_path}: "
+                         + ", ".join(f"{f} {getattr(lm, f)} in the config, {v} in config.json" for f, v in wrong.items())
+                         + f". Use a config that matches it ({fixes})")
 
 
 def _lm_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
@@ -118,6 +151,8 @@ def expected_frozen(model: VLJepa) -> set[str]:
         frozen.add("predictor.embed_tokens.weight")
     if model.cfg.y_encoder.lr_multiplier == 0.0:
         frozen |= {f"y_encoder.backbone.{n}" for n, _ in model.y_encoder.backbone.named_parameters()}
+        if model.y_encoder.st_head is not None:
+            frozen |= {f"y_encoder.st_head.{n}" for n, _ in model.y_encoder.st_head.named_parameters()}
     return frozen
 
 
@@ -155,7 +190,8 @@ def param_groups(model: VLJepa, *, lr: float, weight_decay: float) -> list[dict]
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        role = "y_encoder" if name.startswith("y_encoder.backbone.") else "predictor"
+        # The pretrained text encoder (and its sentence-transformers Dense layers) at lr × multiplier.
+        role = "y_encoder" if name.startswith(("y_encoder.backbone.", "y_encoder.st_head.")) else "predictor"
         no_decay = param.ndim < 2 or "norm" in name.lower() or "embed" in name
         groups.setdefault((role, no_decay), []).append(param)
     out = []

@@ -72,6 +72,14 @@ RECIPES: dict[tuple[str, Stage, Phase | None], Recipe] = {
     # 1.5 epochs of the mix = the 45 steps the preset's 3 epochs of videos took (the 15-minute budget).
     ("small", "pretrain", "video"): Recipe(epochs=1.5),
     ("small", "sft", None): Recipe(epochs=2.0, lr=1e-4, schedule="cosine", warmup_steps=5),
+    # The paper's three steps at rehearsal size: frames as the paper, batches and steps tiny.
+    # Batch 16 (pretraining) and 8 (SFT) do not split over 3 ranks: the batch policy is exercised.
+    ("rehearsal", "pretrain", "image"): Recipe(num_frames=1, batch_size=16, max_steps=4, lr=5e-5,
+                                               schedule="constant", warmup_steps=0),
+    ("rehearsal", "pretrain", "video"): Recipe(num_frames=16, batch_size=16, max_steps=4, lr=5e-5,
+                                               schedule="constant", warmup_steps=0),
+    ("rehearsal", "sft", None): Recipe(num_frames=16, batch_size=8, max_steps=4, lr=5e-5,
+                                       schedule="cosine", warmup_steps=0),
     ("tiny", "pretrain", "image"): Recipe(num_frames=1),
     ("tiny", "pretrain", "video"): Recipe(),
     ("tiny", "sft", None): Recipe(schedule="cosine", warmup_steps=1),

@@ -20,12 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="preprocessing engine: local threads, or a Ray Data pipeline (RAY_ADDRESS for a cluster)")
     add_state_arguments(p)
+    p.add_argument("--nproc", type=int, default=1, help="ranks of each local submitit training job (gloo on CPU)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
     from flows.pipeline import format_report, run_pipeline
 
-    result = run_pipeline(run_config(args, launcher=args.launcher, engine=args.engine, phase=args.phase))
+    result = run_pipeline(run_config(args, launcher=args.launcher, engine=args.engine, phase=args.phase, nproc=args.nproc))
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0
