@@ -53,6 +53,8 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
     if cfg.decoder_steps is not None:
         dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)
+    if dcfg.device.startswith("cuda") and not model.cfg.train.device.startswith("cuda"):
+        dcfg = dataclasses.replace(dcfg, device=model.cfg.train.device)  # the model's machine has no GPU
     key = content_key_sha256(file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json())
     decoder_dir = out_dir / "decoder"
     stamp = decoder_dir / "source.json"

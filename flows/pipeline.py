@@ -207,8 +207,11 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
 
         return timed
 
+    from flows.resolve import check_model_snapshots
+
     phases = ("image", "video") if run.phase is None else (run.phase,)
     cfg = run.stage_config("pretrain", phases[-1])
+    check_model_snapshots(cfg)  # a config that does not fit its LM snapshot fails now, not in the training job
     layout = run.layout().ensure()
     run_name = f"pretrain-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 

@@ -113,3 +113,13 @@ class RunConfig:
 
     def layout(self) -> StateLayout:
         return StateLayout.resolve(self.state_dir, self.tracking_uri)
+
+
+def check_model_snapshots(cfg: VLJepaConfig) -> None:
+    """``vljepa.model.check_snapshots`` as a ``ConfigError`` (the CLI prints it without a traceback)."""
+    from vljepa.model import check_snapshots
+
+    try:
+        check_snapshots(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

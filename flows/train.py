@@ -63,7 +63,10 @@ def prepare_training(job: TrainJobConfig) -> PreparedTraining:
     from flows.data import cache_split_tokens, import_manifest, prepare_corpus
     from flows.phase_data import phase_plan, prepare_stills
 
+    from flows.resolve import check_model_snapshots
+
     cfg = job.model_config()
+    check_model_snapshots(cfg)  # a config that does not fit its LM snapshot fails now, not in the training job
     layout = job.run.layout().ensure()
     progress, engine = job.run.progress, job.run.engine
     corpus_dir = prepare_corpus(cfg, layout, progress=progress)

@@ -115,3 +115,15 @@ def test_a_config_that_does_not_match_the_lm_snapshot_says_what_to_set(rehearsal
     with pytest.raises(ValueError, match="--set predictor.lm.hidden_size=64") as err:
         build_model(cfg)
     assert "vocab_size 128256 in the config, 1024 in config.json" in str(err.value)
+
+
+def test_the_check_runs_before_any_work_and_covers_the_x_encoder(rehearsal):
+    from flows.resolve import ConfigError, check_model_snapshots
+    from vljepa.config_dict import replace
+
+    paper = get_preset("paper")
+    with pytest.raises(ConfigError, match="predictor.lm.path must point at a local HF model directory"):
+        check_model_snapshots(paper)  # the paper preset as shipped names no snapshot: said up front
+    with pytest.raises(ConfigError, match="--set x_encoder.hidden_size=64 --set x_encoder.num_layers=2"):
+        check_model_snapshots(replace(paper, **{"x_encoder.weights": rehearsal.x_encoder.weights}))
+    check_model_snapshots(rehearsal)  # the preset fits its own snapshots

@@ -127,6 +127,22 @@ def check_lm_snapshot(cfg: VLJepaConfig, lm_path: Path) -> None:
                          + f". Use a config that matches it ({fixes})")
 
 
+def check_snapshots(cfg: VLJepaConfig) -> None:
+    """Before any work: the configured snapshots (when read) match the config they are built from."""
+    if cfg.x_encoder.name == "vjepa2" and cfg.x_encoder.weights:
+        from vljepa.encoders.vjepa2 import snapshot_mismatch
+
+        wrong = snapshot_mismatch(cfg.x_encoder)
+        if wrong:
+            raise ValueError(
+                f"x_encoder does not match the V-JEPA 2 snapshot at {cfg.x_encoder.weights}: "
+                + ", ".join(f"{f} {getattr(cfg.x_encoder, f)} in the config, {v} in config.json" for f, v in wrong.items())
+                + ". Use a config that matches it (" + " ".join(f"--set x_encoder.{f}={v}" for f, v in wrong.items()) + ")")
+    lm = cfg.predictor.lm
+    if lm.source == "hf" and cfg.predictor.pretrained:
+        check_lm_snapshot(cfg, lm_dir(cfg))
+
+
 def _lm_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
     return HFTokenizer(lm_dir(cfg), pad_id=cfg.predictor.lm.pad_token_id)
 

@@ -36,6 +36,19 @@ def resolve_snapshot(path: str) -> Path:
     )
 
 
+# XEncoderConfig field -> the snapshot's config.json key: what the rest of the model is sized from.
+SNAPSHOT_FIELDS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+                   "patch_size": "patch_size", "tubelet_size": "tubelet_size"}
+
+
+def snapshot_mismatch(cfg: XEncoderConfig) -> dict[str, object]:
+    """``{config field: the snapshot's value}`` where the two disagree (``x_encoder.weights`` set)."""
+    import json
+
+    snapshot = json.loads((resolve_snapshot(cfg.weights) / "config.json").read_text())
+    return {f: snapshot[k] for f, k in SNAPSHOT_FIELDS.items() if k in snapshot and snapshot[k] != getattr(cfg, f)}
+
+
 def vjepa2_config(cfg: XEncoderConfig):
     from transformers import VJEPA2Config
 
