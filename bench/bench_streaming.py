@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 
-def per_window_ratio(model, encoder, *, windows: int = 40, window_frames: int = 4, stride_s: float = 0.5) -> float:
+def per_window_ratio(model, encoder, *, windows: int = 40, window_frames: int | None = None, stride_s: float = 0.5) -> float:
     from vljepa.streaming import OnlineTrigger, OnlineTriggerConfig
     from vljepa.streaming.embed import embed_stream
 
+    window_frames = window_frames or model.cfg.x_encoder.num_frames  # the model's own clip length
     size = encoder.spec.image_size
     rng = np.random.default_rng(0)
     frames = [(i * stride_s, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
