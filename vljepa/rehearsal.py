@@ -19,6 +19,9 @@ y-encoder folder) and read back by the code that reads the real snapshots
 loading path knows it is a rehearsal. What is a stand-in: the weights (random), the widths,
 and the tokenizers (byte-level BPE with a 1k vocabulary trained here on a few sentences, with
 the special tokens of the real ones; Gemma's real tokenizer is SentencePiece).
+
+``write_snapshots(root, sizes=...)`` writes the same three layouts at other shapes (``SnapshotSizes``):
+``bench.gpu_check`` passes the paper's full sizes to time the paper model with random weights.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vljepa.files import atomic_dir
 
@@ -62,6 +66,54 @@ EMBEDDINGGEMMA_PROMPTS = {
     "STS": "task: sentence similarity | query: ",
     "Summarization": "task: summarization | query: ",
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotSizes:
+    """The shapes of the three snapshots: keyword arguments of their transformers configs.
+
+    ``REHEARSAL_SIZES`` (the default) are the ``rehearsal`` preset's; a caller may pass others, e.g.
+    the paper's full sizes (``bench.gpu_check``), to get random snapshots laid out as the real ones.
+    """
+
+    vjepa2: dict[str, int]  # VJEPA2Config: encoder, and V-JEPA 2's own predictor (dropped at load)
+    llama: dict[str, Any]  # LlamaConfig, vocab_size and rope_scaling included
+    gemma: dict[str, int]  # Gemma3TextConfig, vocab_size included
+
+
+REHEARSAL_SIZES = SnapshotSizes(
+    vjepa2={**VJEPA2, "pred_hidden_size": 32, "pred_num_attention_heads": 2, "pred_num_hidden_layers": 1},
+    llama={**copy.deepcopy(LLAMA), "vocab_size": VOCAB_SIZE},
+    gemma={**GEMMA, "vocab_size": VOCAB_SIZE},
+)
+
+
+@dataclass(frozen=True)
+class SnapshotConfigs:
+    """The transformers configs ``write_snapshots`` builds its random models from."""
+
+    vjepa2: Any  # transformers.VJEPA2Config
+    llama: Any  # transformers.LlamaConfig
+    gemma: Any  # transformers.Gemma3TextConfig
+
+
+def snapshot_configs(sizes: SnapshotSizes = REHEARSAL_SIZES) -> SnapshotConfigs:
+    """The three models' configs for ``sizes`` (no weights: cheap at any size).
+
+    Token ids follow the tokenizers ``write_snapshots`` trains, whose special tokens come first, in
+    order: Llama's BOS 0 and EOS 1 (``LLAMA_SPECIAL``), Gemma's pad 0, EOS 1, BOS 2 (``GEMMA_SPECIAL``).
+    """
+    from transformers import Gemma3TextConfig, LlamaConfig, VJEPA2Config
+
+    return SnapshotConfigs(
+        vjepa2=VJEPA2Config(**sizes.vjepa2),
+        llama=LlamaConfig(**copy.deepcopy(sizes.llama), tie_word_embeddings=True, bos_token_id=0, eos_token_id=1,
+                          max_position_embeddings=131072),
+        gemma=Gemma3TextConfig(**sizes.gemma, use_bidirectional_attention=True, pad_token_id=0, eos_token_id=1,
+                               bos_token_id=2, max_position_embeddings=2048, sliding_window=512),
+    )
+
+
 _TRAINING_TEXT = [
     "a small red circle moves left then a large blue square grows",
     "what colour is the shape that moves up? green",
@@ -122,33 +174,34 @@ def _bpe_tokenizer(special: tuple[str, ...], bos: str):
     return tok
 
 
-def write_snapshots(root: Path, *, seed: int = 0) -> RehearsalSnapshots:
-    """Write the three random snapshots under ``root`` (deterministic given ``seed``)."""
-    import torch
-    from transformers import (Gemma3TextConfig, Gemma3TextModel, LlamaConfig, LlamaForCausalLM,
-                              PreTrainedTokenizerFast, VJEPA2Config, VJEPA2Model)
+def write_snapshots(root: Path, *, seed: int = 0, sizes: SnapshotSizes | None = None) -> RehearsalSnapshots:
+    """Write the three random snapshots under ``root`` (deterministic given ``seed``).
 
+    sizes: the models' shapes (``snapshot_configs``); None = ``REHEARSAL_SIZES``, the preset's.
+    """
+    import torch
+    from transformers import Gemma3TextModel, LlamaForCausalLM, PreTrainedTokenizerFast, VJEPA2Model
+
+    configs = snapshot_configs(sizes or REHEARSAL_SIZES)
     out = RehearsalSnapshots(Path(root))
     torch.manual_seed(seed)
-    VJEPA2Model(VJEPA2Config(**VJEPA2, pred_hidden_size=32, pred_num_attention_heads=2,
-                             pred_num_hidden_layers=1)).save_pretrained(out.vjepa2)
+    VJEPA2Model(configs.vjepa2).save_pretrained(out.vjepa2)
 
     bos, eos, pad = LLAMA_SPECIAL
     llama_tok = PreTrainedTokenizerFast(tokenizer_object=_bpe_tokenizer(LLAMA_SPECIAL, bos), bos_token=bos,
                                         eos_token=eos)  # no pad token, like Llama-3.2's tokenizer
     assert llama_tok.convert_tokens_to_ids(pad) == LLAMA_PAD_ID
-    LlamaForCausalLM(LlamaConfig(**copy.deepcopy(LLAMA), vocab_size=VOCAB_SIZE, tie_word_embeddings=True,
-                                 bos_token_id=llama_tok.bos_token_id, eos_token_id=llama_tok.eos_token_id,
-                                 max_position_embeddings=131072)).save_pretrained(out.llama)
+    assert (llama_tok.bos_token_id, llama_tok.eos_token_id) == (configs.llama.bos_token_id, configs.llama.eos_token_id)
+    LlamaForCausalLM(configs.llama).save_pretrained(out.llama)
     llama_tok.save_pretrained(out.llama)
 
-    _write_embeddinggemma(out.embeddinggemma, Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast)
+    _write_embeddinggemma(out.embeddinggemma, configs.gemma, Gemma3TextModel, PreTrainedTokenizerFast)
     (out.root / "README.md").write_text(
         f"Random-weight rehearsal snapshots ({VERSION}) written by vljepa.rehearsal.write_snapshots(seed={seed}).\n")
     return out
 
 
-def _write_embeddinggemma(target: Path, config_cls, model_cls, tokenizer_cls) -> None:
+def _write_embeddinggemma(target: Path, config, model_cls, tokenizer_cls) -> None:
     """A sentence-transformers folder laid out as google/embeddinggemma-300m's, saved by ST itself."""
     import tempfile
 
@@ -159,12 +212,12 @@ def _write_embeddinggemma(target: Path, config_cls, model_cls, tokenizer_cls) ->
     pad, eos, bos = GEMMA_SPECIAL
     tok = tokenizer_cls(tokenizer_object=_bpe_tokenizer(GEMMA_SPECIAL, bos), bos_token=bos, eos_token=eos,
                         pad_token=pad)
-    config = config_cls(**GEMMA, vocab_size=VOCAB_SIZE, use_bidirectional_attention=True, pad_token_id=0,
-                        eos_token_id=1, bos_token_id=2, max_position_embeddings=2048, sliding_window=512)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) == (config.pad_token_id, config.eos_token_id,
+                                                                      config.bos_token_id)
     with tempfile.TemporaryDirectory() as tmp:
         model_cls(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        width = GEMMA["hidden_size"]
+        width = config.hidden_size
         modules = [models.Transformer(tmp, max_seq_length=512),
                    models.Pooling(width, pooling_mode="mean"),
                    models.Dense(width, 4 * width, bias=False, activation_function=torch.nn.Identity()),
