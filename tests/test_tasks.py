@@ -20,8 +20,9 @@ VOCAB = Vocabulary(colours=("red", "blue", "green", "white"), shapes=("circle", 
 
 
 def _event(text, colour, shape, motion, count=1):
-    return Event(text=text, start_s=0.0, end_s=1.0,
-                 attributes={"colour": colour, "shape": shape, "size": "small", "count": count, "motion": motion})
+    """An annotated event; ``motion=None``: one without a motion annotation."""
+    attributes = {"colour": colour, "shape": shape, "size": "small", "count": count}
+    return Event(text=text, start_s=0.0, end_s=1.0, attributes={**attributes, "motion": motion} if motion else attributes)
 
 
 CLIPS = [

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 from vljepa.config import XEncoderConfig, get_preset
 from vljepa.tasks import world_prediction
-from vljepa.tasks.common import Event, TaskData
+from tests.test_tasks import CLIPS as TASK_CLIPS
+from tests.test_tasks import _event
+from vljepa.tasks.common import TaskData
 from vljepa.tasks.hard_negatives import Vocabulary
 from vljepa.tasks.world_prediction import motion_sequence
 
@@ -23,18 +25,8 @@ VOCAB = Vocabulary(colours=("red", "blue", "green", "white"), shapes=("circle", 
                    motions=("moves left", "moves right", "grows", "shrinks"))
 
 
-def _event(text, colour, shape, motion, count=1):
-    attributes = {"colour": colour, "shape": shape, "size": "small", "count": count}
-    return Event(text=text, start_s=0.0, end_s=1.0, attributes={**attributes, "motion": motion} if motion else attributes)
-
-
 CLIPS = [
-    [_event("a small red circle grows", "red", "circle", "grows")],
-    [_event("two small blue crosses move left", "blue", "cross", "moves left", 2),
-     _event("a small green square shrinks", "green", "square", "shrinks")],
-    [_event("a small white diamond moves right", "white", "diamond", "moves right")],
-    [_event("three small green circles shrink", "green", "circle", "shrinks", 3),
-     _event("a small red diamond grows", "red", "diamond", "grows")],
+    *TASK_CLIPS,
     [_event("a small blue square grows", "blue", "square", "grows")],  # the same action as clip 0
     [_event("a small red cross", "red", "cross", None)],  # no motion annotation: never asked, never a candidate
 ]
