@@ -108,6 +108,14 @@ LM_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "n
                    "num_hidden_layers", "vocab_size", "rope_theta", "head_dim")
 
 
+def snapshot_mismatch_error(section: str, current: object, snapshot: str, wrong: dict[str, object]) -> ValueError:
+    """The error for config fields (``{field: the snapshot's value}``) that disagree with a snapshot."""
+    return ValueError(f"{section} does not match {snapshot}: "
+                      + ", ".join(f"{f} {getattr(current, f)} in the config, {v} in config.json" for f, v in wrong.items())
+                      + ". Use a config that matches it (" + " ".join(f"--set {section}.{f}={v}" for f, v in wrong.items())
+                      + ")")
+
+
 def check_lm_snapshot(cfg: VLJepaConfig, lm_path: Path) -> None:
     """The predictor is built from ``predictor.lm`` and then filled from the snapshot: their shapes
     must agree. On a mismatch, say which fields differ and the ``--set`` that fixes each."""
@@ -121,10 +129,7 @@ def check_lm_snapshot(cfg: VLJepaConfig, lm_path: Path) -> None:
     wrong = {f: snapshot[f] for f in LM_SHAPE_FIELDS
              if snapshot.get(f) is not None and snapshot[f] != getattr(lm, f)}
     if wrong:
-        fixes = " ".join(f"--set predictor.lm.{f}={v}" for f, v in wrong.items())
-        raise ValueError(f"predictor.lm does not match the LM snapshot at {lm_path}: "
-                         + ", ".join(f"{f} {getattr(lm, f)} in the config, {v} in config.json" for f, v in wrong.items())
-                         + f". Use a config that matches it ({fixes})")
+        raise snapshot_mismatch_error("predictor.lm", lm, f"the LM snapshot at {lm_path}", wrong)
 
 
 def check_snapshots(cfg: VLJepaConfig) -> None:
@@ -134,10 +139,8 @@ def check_snapshots(cfg: VLJepaConfig) -> None:
 
         wrong = snapshot_mismatch(cfg.x_encoder)
         if wrong:
-            raise ValueError(
-                f"x_encoder does not match the V-JEPA 2 snapshot at {cfg.x_encoder.weights}: "
-                + ", ".join(f"{f} {getattr(cfg.x_encoder, f)} in the config, {v} in config.json" for f, v in wrong.items())
-                + ". Use a config that matches it (" + " ".join(f"--set x_encoder.{f}={v}" for f, v in wrong.items()) + ")")
+            raise snapshot_mismatch_error("x_encoder", cfg.x_encoder, f"the V-JEPA 2 snapshot at {cfg.x_encoder.weights}",
+                                          wrong)
     lm = cfg.predictor.lm
     if lm.source == "hf" and cfg.predictor.pretrained:
         check_lm_snapshot(cfg, lm_dir(cfg))
