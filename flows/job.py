@@ -122,7 +122,7 @@ def run_training(cfg_json: str, spec: TrainDataSpec, out_dir: str, *, progress: 
             from vljepa.feed import n_samples
 
             tracker = MlflowTracker.start(tracking, cfg, extra_params={"data.n_train": n_samples(data)},
-                                          world_size=dist.world_size)
+                                          world_size=dist.world_size, run_id_file=Path(out_dir) / "mlflow_run.json")
         result = train(cfg, data, out_dir, progress=progress and dist.is_main, validate=validator(spec), dist=dist,
                        log_step=tracker.log_step if tracker else None)
         summary = TrainSummary(checkpoint_dir=str(result.checkpoint_dir), history=result.history, steps=result.steps,

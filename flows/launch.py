@@ -26,7 +26,6 @@ from flows.train_tracker import TrackingSpec
 from vljepa.config import VLJepaConfig
 
 LauncherName = Literal["slurm", "local", "inline"]
-SIGNAL_DELAY_S = 120  # seconds between Slurm's USR2 and the kill: time to finish a step and requeue
 
 
 def job_name(cfg: VLJepaConfig) -> str:
@@ -36,6 +35,10 @@ def job_name(cfg: VLJepaConfig) -> str:
 def executor_parameters(cfg: VLJepaConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(submitit's generic parameters, Slurm-only parameters without the ``slurm_`` prefix)."""
     s = cfg.slurm
+    if not 0 < s.signal_delay_s < s.time_min * 60:
+        # USR2 at (or before) the start would requeue the job at once, over and over
+        raise ValueError(f"slurm.signal_delay_s={s.signal_delay_s} must be between 0 and slurm.time_min * 60 = "
+                         f"{s.time_min * 60} s: lower it (--set slurm.signal_delay_s=30) or raise slurm.time_min")
     generic: dict[str, Any] = {
         "name": job_name(cfg),
         "timeout_min": int(s.time_min),  # submitit wants an int; LocalExecutor's default kills at ~2 min
@@ -47,7 +50,7 @@ def executor_parameters(cfg: VLJepaConfig) -> tuple[dict[str, Any], dict[str, An
         generic["gpus_per_node"] = s.gpus_per_node
     if s.mem_gb is not None:
         generic["mem_gb"] = s.mem_gb
-    specific: dict[str, Any] = {"signal_delay_s": SIGNAL_DELAY_S}
+    specific: dict[str, Any] = {"signal_delay_s": s.signal_delay_s}
     for key in ("partition", "account", "constraint", "qos"):
         if getattr(s, key) is not None:
             specific[key] = getattr(s, key)

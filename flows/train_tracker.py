@@ -57,6 +57,19 @@ def system_info(world_size: int | None = None) -> dict[str, str]:
     return info
 
 
+def _previous_run(client: Any, tracking_uri: str, run_id_file: Path | None) -> str | None:
+    """The run id recorded in ``run_id_file`` if that run is in ``client``'s store, else None."""
+    if run_id_file is None or not run_id_file.is_file():
+        return None
+    recorded = json.loads(run_id_file.read_text())
+    if recorded.get("tracking_uri") != tracking_uri:
+        return None
+    try:
+        return client.get_run(recorded["run_id"]).info.run_id
+    except Exception:  # deleted, or another store: start a new run
+        return None
+
+
 class MlflowTracker:
     """One MLflow run; ``log_step(step, metrics)`` is the training loop's callback."""
 
@@ -67,17 +80,27 @@ class MlflowTracker:
 
     @classmethod
     def start(cls, spec: TrackingSpec, cfg: VLJepaConfig, *, extra_params: dict[str, Any] | None = None,
-              world_size: int | None = None) -> "MlflowTracker":
+              world_size: int | None = None, run_id_file: Path | None = None) -> "MlflowTracker":
+        """A new run; or, where ``run_id_file`` names a run of this tracking store, that run again
+        (a job requeued by Slurm, or resumed by hand, goes on logging into the run it started)."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(spec.tracking_uri)
+        client = MlflowClient(spec.tracking_uri)
+        previous = _previous_run(client, spec.tracking_uri, run_id_file)
+        if previous is not None:
+            client.update_run(previous, status="RUNNING")
+            client.set_tag(previous, "resumed", "true")
+            return cls(client, previous, cfg)
         root = Path(spec.artifact_root) if spec.artifact_root else None
         experiment_id = ensure_experiment(spec.experiment, root if spec.tracking_uri.startswith("sqlite") else None)
-        client = MlflowClient(spec.tracking_uri)
         tags = {"stage": cfg.train.stage, "phase": cfg.train.phase, "preset": cfg.preset, **spec.tags}
         run = client.create_run(experiment_id, run_name=spec.run_name, tags=tags)
         tracker = cls(client, run.info.run_id, cfg)
+        if run_id_file is not None:
+            run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            run_id_file.write_text(json.dumps({"tracking_uri": spec.tracking_uri, "run_id": run.info.run_id}))
         params = flatten("", cfg.to_dict(), {})
         params.update(system_info(world_size))
         params.update({k: str(v) for k, v in (extra_params or {}).items()})

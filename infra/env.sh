@@ -57,6 +57,17 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:
 
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"
 
+# The one-node Slurm cluster of infra/slurm-up.sh (munged, MariaDB + slurmdbd, slurmctld,
+# slurmd): its ports, and SLURM_CONF for sbatch/sacct/scontrol (and so submitit) once it has
+# been set up here. A SLURM_CONF already set (a real cluster's) is kept.
+export VLJEPA_SLURMCTLD_PORT="${VLJEPA_SLURMCTLD_PORT:-6817}"
+export VLJEPA_SLURMD_PORT="${VLJEPA_SLURMD_PORT:-6818}"
+export VLJEPA_SLURMDBD_PORT="${VLJEPA_SLURMDBD_PORT:-6819}"
+export VLJEPA_MARIADB_PORT="${VLJEPA_MARIADB_PORT:-6820}"
+if [[ -z ${SLURM_CONF:-} && -f $VLJEPA_STATE_DIR/slurm/etc/slurm.conf ]]; then
+  export SLURM_CONF="$VLJEPA_STATE_DIR/slurm/etc/slurm.conf"
+fi
+
 # Clients (httpx, requests, urllib) must reach 127.0.0.1 directly even where a proxy is set.
 case ",${NO_PROXY:-}," in
   *,127.0.0.1,*) ;;

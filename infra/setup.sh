@@ -24,7 +24,10 @@ apt_packages=()
 command -v ffmpeg >/dev/null || apt_packages+=(ffmpeg)
 # chromium: headless browser checks of the MLflow / Prefect UIs in the tests.
 # opencv-doc: ships a real 79.5 s surveillance clip (examples/data/vtest.avi) the decode tests use.
-for pkg in chromium opencv-doc; do
+# slurm-wlm slurmdbd munge mariadb-server: the one-node Slurm cluster of infra/slurm-up.sh (the
+# `slurm` tests), which runs daemons of its own (ports, sockets and key in the state dir), so it
+# neither needs nor touches the system services Debian may start for these packages.
+for pkg in chromium opencv-doc slurm-wlm slurmdbd munge mariadb-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
 done
 if [[ ! -x $VENV/bin/python ]]; then

@@ -6,9 +6,13 @@ set -euo pipefail
 source "$(dirname -- "${BASH_SOURCE[0]}")/env.sh"
 
 status=0
-for name in prefect-server prefect-worker mlflow ray; do
+# The Slurm daemons of infra/slurm-up.sh are listed only where it has been run.
+for name in prefect-server prefect-worker mlflow ray munged mariadb slurmdbd slurmctld slurmd; do
   state=$(_vljepa_service_state "$name")
-  [[ $state == none ]] && { printf '%-15s not running\n' "$name"; continue; }
+  case $name:$state in
+    munged:none | mariadb:none | slurm*:none) continue ;;
+    *:none) printf '%-15s not running\n' "$name"; continue ;;
+  esac
   _vljepa_read_pidfile "$name" || true
   detail=""
   case $name in
@@ -17,6 +21,9 @@ for name in prefect-server prefect-worker mlflow ray; do
     *) url="" ;;
   esac
   [[ $name == ray ]] && detail="127.0.0.1:$_VLJEPA_PID_PORT"
+  if [[ $name == slurmd && $state == running ]]; then
+    detail="partition $(SLURM_CONF="$VLJEPA_STATE_DIR/slurm/etc/slurm.conf" sinfo -h -o '%P: %D node %c CPUs %T' 2>&1 | head -n 1)"
+  fi
   if [[ $state == running && -n $url ]]; then
     if _vljepa_http_ok "$url"; then detail+=" healthy"; else detail+=" NOT ANSWERING"; status=1; fi
   fi

@@ -258,6 +258,18 @@ class Reader:
                 "skipped": dict(self.skipped)}
 
 
+def _ignore_job_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM and SIGUSR2 to the training process. Slurm signals every
+    process of a job (a requeue: SIGTERM then SIGKILL; the time limit: USR2): a worker killed by them
+    made the training process raise "DataLoader worker ... killed by signal" and the job fail
+    instead of requeueing. The training process decides (submitit checkpoints and requeues);
+    the workers end with it."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _as_is(item: Any) -> Any:
     """The DataLoader's collate: batches are made by the reader; the state must not be walked."""
     return item
@@ -350,7 +362,8 @@ class RankStream:
         self.drawn: dict[str, int] = dict(state["drawn"]) if state else {c.name: 0 for c in plan.components}
         dataset = _StreamDataset(plan, options, rank, world_size, items, {"taken": self.taken, "roles": self.roles})
         self._loader = DataLoader(dataset, batch_size=None, num_workers=options.num_workers, collate_fn=_as_is,
-                                  generator=torch.Generator())  # never draws from the global torch RNG
+                                  generator=torch.Generator(),  # never draws from the global torch RNG
+                                  worker_init_fn=_ignore_job_signals)
         self._iter: Iterator | None = None
 
     def next(self) -> dict[str, Any]:

@@ -157,6 +157,8 @@ def train(cfg: VLJepaConfig, data: TrainData | StreamedData, out_dir: str | Path
         start_step, result.samples_seen = state["step"], state["samples_seen"]
         result.history, result.validation = state["history"], state.get("validation", [])
         result.resumed_from = start_step
+        if dist.is_main:  # a requeued Slurm job says where its allocation picked up
+            print(f"[train] resuming from {latest} (step {start_step} of {steps})", file=sys.stderr, flush=True)
     step_module: nn.Module = TrainStep(model)
     if dist.initialized:
         step_module = nn.parallel.DistributedDataParallel(

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from flows.train import TrainJobConfig, run_train, sbatch_script, summary_report
+    from flows.train import TrainJobConfig, prepare_training, sbatch_script, start_training, summary_report
 
     job = TrainJobConfig(run=run_config(args, launcher=args.launcher, experiment=args.experiment), stage=args.stage,
                          phase=args.phase, local_tasks=args.nproc, init_from=args.init_from, out_dir=args.out,
@@ -50,5 +50,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"# sbatch script ({args.launcher} would run the same job)")
         print(sbatch_script(job))
         return 0
-    print(json.dumps(summary_report(run_train(job)), indent=2))
+    launched = start_training(job, prepare_training(job))
+    summary = launched.result()
+    print(json.dumps(summary_report(summary, None if launched.job is None else launched.job_id), indent=2))
     return 0
