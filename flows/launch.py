@@ -32,13 +32,16 @@ def job_name(cfg: VLJepaConfig) -> str:
     return f"vljepa-{cfg.train.stage}-{cfg.train.phase if cfg.train.stage == 'pretrain' else 'mix'}-{cfg.preset}"
 
 
+def signal_delay_s(time_min: int) -> int:
+    """Seconds before the time limit at which Slurm sends USR2, so that submitit requeues the job and
+    the next allocation resumes from its last checkpoint: 120 s (submitit's 90 plus margin, Slurm may
+    send it up to a minute early), at most half the limit so a short job is not requeued at its start."""
+    return max(1, min(120, int(time_min) * 30))
+
+
 def executor_parameters(cfg: VLJepaConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(submitit's generic parameters, Slurm-only parameters without the ``slurm_`` prefix)."""
     s = cfg.slurm
-    if not 0 < s.signal_delay_s < s.time_min * 60:
-        # USR2 at (or before) the start would requeue the job at once, over and over
-        raise ValueError(f"slurm.signal_delay_s={s.signal_delay_s} must be between 0 and slurm.time_min * 60 = "
-                         f"{s.time_min * 60} s: lower it (--set slurm.signal_delay_s=30) or raise slurm.time_min")
     generic: dict[str, Any] = {
         "name": job_name(cfg),
         "timeout_min": int(s.time_min),  # submitit wants an int; LocalExecutor's default kills at ~2 min
@@ -50,7 +53,7 @@ def executor_parameters(cfg: VLJepaConfig) -> tuple[dict[str, Any], dict[str, An
         generic["gpus_per_node"] = s.gpus_per_node
     if s.mem_gb is not None:
         generic["mem_gb"] = s.mem_gb
-    specific: dict[str, Any] = {"signal_delay_s": s.signal_delay_s}
+    specific: dict[str, Any] = {"signal_delay_s": signal_delay_s(s.time_min)}
     for key in ("partition", "account", "constraint", "qos"):
         if getattr(s, key) is not None:
             specific[key] = getattr(s, key)

@@ -200,7 +200,9 @@ def test_full_vocabulary_ends_texts_at_the_codecs_end_of_text():
     assert decoder.to_text([97, 98, 256, 99]) == "ab"
     embedding = torch.randn(len(TEXTS), 8)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
-    for _ in range(80):  # exact from ~60 steps
+    # Greedy is exact from ~60 steps here; beam 3 at 80 steps ended one text early on CI's machine
+    # (other float rounding): train well past both.
+    for _ in range(200):
         loss = decoder.loss(embedding, TEXTS)
         optimizer.zero_grad()
         loss.backward()

@@ -156,7 +156,7 @@ def test_scontrol_requeue_resumes_from_the_last_checkpoint_bit_exact(env, tmp_pa
 def test_a_job_over_its_time_limit_requeues_itself_until_done(env, tmp_path):
     # 1-minute allocations; USR2 30 s before the limit -> submitit's checkpoint() requeues the job
     args = [*TINY, "--set", "train.max_steps=2500", "--set", "train.checkpoint_every=50", "--set", "train.log_every=100",
-            "--set", "slurm.time_min=1", "--set", "slurm.signal_delay_s=30", "--set", "slurm.max_requeues=4",
+            "--set", "slurm.time_min=1", "--set", "slurm.max_requeues=4",
             "--launcher", "slurm", "--out", str(tmp_path / "timeout")]
     summary = report(vljepa(["vljepa", "train", *args], env))
     runs = allocations(summary["job_id"], env)

@@ -148,9 +148,8 @@ class SlurmConfig:
     mem_gb: int | None = None  # per node
     qos: str | None = None
     max_requeues: int = 10  # submitit's max_num_timeout
-    # seconds before the time limit at which Slurm sends USR2: submitit requeues the job, which resumes
-    # from its last checkpoint (Slurm sends it up to a minute early; keep it under time_min * 60)
-    signal_delay_s: int = 120
+    # (Slurm sends USR2 min(120 s, half of time_min) before the limit: flows/launch.py signal_delay_s.
+    # Not a field: launcher knobs added here re-key every model, whose directory hashes this config.)
 
 
 @dataclass(frozen=True, kw_only=True)
