@@ -118,13 +118,32 @@ def sample_id_for(source_id: str, sample: Sample, n_samples: int) -> str:
     return source_id if n_samples == 1 else f"{source_id}@w{sample.index}"
 
 
+def _is_still(stack: np.ndarray) -> bool:
+    """One image repeated to fill the clip (``repeat_to``): every frame equals the first."""
+    return len(stack) > 1 and all(np.array_equal(stack[0], frame) for frame in stack[1:])
+
+
 @torch.inference_mode()
 def encode_samples(encoder: Any, frames: list[np.ndarray]) -> np.ndarray:
-    """uint8 (T, S, S, 3) frame stacks -> float16 tokens (B, N, D) from the frozen encoder."""
+    """uint8 (T, S, S, 3) frame stacks -> float16 tokens (B, N, D) from the frozen encoder.
+
+    A frame-wise encoder (``frame_wise``: tokens of each frame from that frame alone, frame-major)
+    encodes a still's repeated frame once and tiles its tokens: T times less work for images at the
+    video phase's frame count, the same tokens (tested against encoding every copy).
+    """
     spec = encoder.spec
-    pixels = torch.stack([frames_to_tensor(f, spec.mean, spec.std) for f in frames])  # (B, T, 3, S, S)
-    tokens = encoder.encode(pixels).to(torch.float32)  # (B, N, D)
-    return tokens.numpy().astype(np.float16)
+    if not getattr(encoder, "frame_wise", False) or not any(_is_still(f) for f in frames):
+        pixels = torch.stack([frames_to_tensor(f, spec.mean, spec.std) for f in frames])  # (B, T, 3, S, S)
+        return encoder.encode(pixels).to(torch.float32).numpy().astype(np.float16)  # (B, N, D)
+    kept = [f[:1] if _is_still(f) else f for f in frames]
+    pixels = torch.cat([frames_to_tensor(f, spec.mean, spec.std) for f in kept])[:, None]  # (frames, 1, 3, S, S)
+    per_frame = encoder.encode(pixels).to(torch.float32)  # (frames, N / T, D)
+    out, at = [], 0
+    for stack, used in zip(frames, kept):
+        tokens = per_frame[at:at + len(used)].flatten(0, 1)  # (len(used) * N / T, D)
+        out.append(tokens.repeat(len(stack), 1) if len(used) == 1 else tokens)
+        at += len(used)
+    return torch.stack(out).numpy().astype(np.float16)
 
 
 def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cache: CacheConfig, *,

@@ -2,11 +2,13 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from vljepa.config import XEncoderConfig
 from vljepa.encoders import XEncoder, build_x_encoder, pool_frame_grid, registered_x_encoders
+from vljepa.encoders.base import FrozenEncoder
 
 
 def test_registry_lists_the_three_entries():
@@ -116,3 +118,27 @@ def test_efficientnet_lite0_real_weights_match_package_loader():
     # Frozen for real: BatchNorm stays in eval even if someone calls .train().
     encoder.train()
     assert not any(m.training for m in encoder.modules())
+
+
+@pytest.mark.parametrize("name, size, grid", [("tiny", 32, 2), ("efficientnet-lite0", 160, 3)])
+def test_frame_wise_encoders_encode_a_stills_repeated_frame_once(name, size, grid):
+    """The cache's shortcut for images at T frames gives the tokens of encoding every copy."""
+    from preprocessing.pipeline import encode_samples
+
+    encoder = build_x_encoder(XEncoderConfig(name=name, num_frames=4, image_size=size, pool_grid=grid))
+    assert encoder.frame_wise
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8), 4, axis=0)
+    clip = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    calls = []
+    original = encoder.encode
+    encoder.encode = lambda pixels: calls.append(pixels.shape[:2]) or original(pixels)
+    fast = encode_samples(encoder, [still, clip, still])
+    assert calls == [(1 + 4 + 1, 1)]  # 6 frames encoded, not 12
+    del encoder.encode
+    encoder.frame_wise = False  # the plain path: every frame of every sample
+    slow = encode_samples(encoder, [still, clip, still])
+    assert fast.shape == slow.shape == (3, encoder.num_tokens, encoder.token_dim)
+    # equal here (max |Δ| 0.0); float16-rounding slack for another CPU's kernels
+    np.testing.assert_allclose(fast.astype(np.float32), slow.astype(np.float32), rtol=2e-3, atol=1e-3)
+    assert FrozenEncoder.frame_wise is False  # V-JEPA 2 (tubelets mix frames) keeps the plain path

@@ -79,6 +79,10 @@ class FrozenEncoder(nn.Module):
         super().__init__()
         self._hash: str | None = None
 
+    # True where tokens of each frame come from that frame alone, frame-major (B, T * n, D): a 2D
+    # encoder applied per frame. Lets the cache encode an image duplicated to T frames only once.
+    frame_wise = False
+
     def freeze(self) -> "FrozenEncoder":
         for param in self.parameters():
             param.requires_grad_(False)

@@ -30,6 +30,8 @@ def packaged_weights_path() -> Path:
 
 
 class EfficientNetLite0Encoder(FrozenEncoder):
+    frame_wise = True  # each frame encoded alone: a still's repeated frame is encoded once
+
     def __init__(self, cfg: XEncoderConfig) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet

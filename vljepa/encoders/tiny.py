@@ -10,6 +10,8 @@ from vljepa.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, Pre
 
 
 class TinyEncoder(FrozenEncoder):
+    frame_wise = True  # each frame encoded alone: a still's repeated frame is encoded once
+
     def __init__(self, cfg: XEncoderConfig) -> None:
         super().__init__()
         if cfg.image_size % cfg.patch_size:
