@@ -132,16 +132,17 @@ def encode_samples(encoder: Any, frames: list[np.ndarray]) -> np.ndarray:
     video phase's frame count, the same tokens (tested against encoding every copy).
     """
     spec = encoder.spec
-    if not getattr(encoder, "frame_wise", False) or not any(_is_still(f) for f in frames):
+    stills = [_is_still(f) for f in frames] if getattr(encoder, "frame_wise", False) else []
+    if not any(stills):
         pixels = torch.stack([frames_to_tensor(f, spec.mean, spec.std) for f in frames])  # (B, T, 3, S, S)
         return encoder.encode(pixels).to(torch.float32).numpy().astype(np.float16)  # (B, N, D)
-    kept = [f[:1] if _is_still(f) else f for f in frames]
+    kept = [f[:1] if still else f for f, still in zip(frames, stills)]
     pixels = torch.cat([frames_to_tensor(f, spec.mean, spec.std) for f in kept])[:, None]  # (frames, 1, 3, S, S)
     per_frame = encoder.encode(pixels).to(torch.float32)  # (frames, N / T, D)
     out, at = [], 0
-    for stack, used in zip(frames, kept):
+    for stack, used, still in zip(frames, kept, stills):
         tokens = per_frame[at:at + len(used)].flatten(0, 1)  # (len(used) * N / T, D)
-        out.append(tokens.repeat(len(stack), 1) if len(used) == 1 else tokens)
+        out.append(tokens.repeat(len(stack), 1) if still else tokens)
         at += len(used)
     return torch.stack(out).numpy().astype(np.float16)
 

@@ -8,7 +8,7 @@ import torch
 
 from vljepa.config import XEncoderConfig
 from vljepa.encoders import XEncoder, build_x_encoder, pool_frame_grid, registered_x_encoders
-from vljepa.encoders.base import FrozenEncoder
+from vljepa.encoders.vjepa2 import VJEPA2Encoder
 
 
 def test_registry_lists_the_three_entries():
@@ -141,4 +141,4 @@ def test_frame_wise_encoders_encode_a_stills_repeated_frame_once(name, size, gri
     assert fast.shape == slow.shape == (3, encoder.num_tokens, encoder.token_dim)
     # equal here (max |Δ| 0.0); float16-rounding slack for another CPU's kernels
     np.testing.assert_allclose(fast.astype(np.float32), slow.astype(np.float32), rtol=2e-3, atol=1e-3)
-    assert FrozenEncoder.frame_wise is False  # V-JEPA 2 (tubelets mix frames) keeps the plain path
+    assert VJEPA2Encoder.frame_wise is False  # tubelets mix frames: V-JEPA 2 keeps the plain path
