@@ -120,21 +120,32 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, every: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(1)
+        time.sleep(every)
+
+
+def latest_checkpoint(checkpoints: Path) -> int:
+    return max((int(p.name.split("-")[1]) for p in checkpoints.glob("step-*")), default=0)
 
 
 def test_scontrol_requeue_resumes_from_the_last_checkpoint_bit_exact(env, tmp_path):
-    long = [*TINY, "--set", "train.max_steps=400", "--set", "train.checkpoint_every=25", "--set", "train.log_every=25"]
+    # ~30 s of training here (tiny trains ~60 steps/s on one thread): the requeue lands well before the end
+    # even on a machine a few times faster. 400 steps (7 s) let CI's machine finish before the test's poll.
+    max_steps, every = 2000, 100
+    long = [*TINY, "--set", f"train.max_steps={max_steps}", "--set", f"train.checkpoint_every={every}",
+            "--set", f"train.log_every={every}"]
     reference = report(vljepa(["vljepa", "train", *long, "--launcher", "local", "--out", str(tmp_path / "ref")], env))
     proc = start(["train", *long, "--launcher", "slurm", "--out", str(tmp_path / "preempted")], env)
     checkpoints = tmp_path / "preempted" / "checkpoints"
-    wait_for(lambda: len(list(checkpoints.glob("step-*"))) >= 2 or proc.poll() is not None, 240, "two checkpoints")
+    wait_for(lambda: latest_checkpoint(checkpoints) >= 2 * every or proc.poll() is not None, 240, "two checkpoints",
+             every=0.1)
     assert proc.poll() is None, "the job finished before it could be preempted: give it more steps"
+    at_requeue = latest_checkpoint(checkpoints)
+    assert at_requeue < max_steps, "the job trained to the end before it could be preempted: give it more steps"
     running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], env=env, capture_output=True, text=True,
                              check=True, timeout=30).stdout.split()
     assert len(running) == 1, running  # this test's job alone on the cluster
@@ -145,10 +156,11 @@ def test_scontrol_requeue_resumes_from_the_last_checkpoint_bit_exact(env, tmp_pa
     summary = json.loads(stdout[stdout.index("{"):])
     runs = allocations(job_id, env)
     resumed = resumed_steps(job_log(env["VLJEPA_STATE_DIR"], job_id))
-    print(f"preemption: job {job_id}, allocations {[a['state'] for a in runs]}, resumed from steps {resumed}")
+    print(f"preemption: job {job_id}, allocations {[a['state'] for a in runs]}, checkpoint at requeue {at_requeue}, "
+          f"resumed from steps {resumed}")
     assert [a["state"] for a in runs] == ["REQUEUED", "COMPLETED"]
-    assert len(resumed) == 1 and 25 <= resumed[0] < 400 and summary["resumed_from"] == resumed[0]
-    assert summary["steps"] == reference["steps"] == 400
+    assert len(resumed) == 1 and at_requeue <= resumed[0] < max_steps and summary["resumed_from"] == resumed[0]
+    assert summary["steps"] == reference["steps"] == max_steps
     assert_same_weights(tmp_path / "ref", tmp_path / "preempted")
 
 
