@@ -26,9 +26,8 @@ bf16 peak (``GPU_PEAK_TFLOPS``, or ``--peak-tflops``), and plan's step time at i
                               [--frames 16] [--steps 3] [--json]
     python -m bench.gpu_check --preset rehearsal --device cpu     # the CPU path (tested)
 
-NOT YET RUN ON A GPU: no GPU has been available to this repository, so the CUDA path (bf16
-autocast, ``torch.cuda`` memory and synchronisation, the paper-size snapshots on a device) has
-not been exercised here; only the CPU path is (tests/test_gpu_check.py).
+Run once on an H200 (README, "The paper model on one GPU"; raw JSON in bench/results/gpu_check_h200/).
+On CPU only the rehearsal path is tested (tests/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -69,6 +68,7 @@ class GpuCheckOptions:
     steps: int = 3  # timed steps per mode, after 1 warm-up step
     peak_tflops: float | None = None  # None: GPU_PEAK_TFLOPS of the detected GPU
     plan_mfu: float = 0.4  # the MFU plan assumes (vljepa plan --mfu)
+    snapshot_dir: str | None = None  # paper: keep the full-size snapshots here (written once) instead of a temp dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,11 +268,16 @@ def run(options: GpuCheckOptions) -> GpuCheckResult:
                          "python -m bench.gpu_check --preset rehearsal --device cpu")
     if options.preset == "rehearsal":
         return measure(get_preset("rehearsal"), options)
-    from vljepa.rehearsal import write_snapshots
+    from vljepa.rehearsal import RehearsalSnapshots, write_snapshots
 
-    with tempfile.TemporaryDirectory(prefix="vljepa-gpu-check-") as tmp:
-        found = write_snapshots(Path(tmp), sizes=paper_snapshot_sizes(get_preset("paper")))
+    sizes = paper_snapshot_sizes(get_preset("paper"))
+    if options.snapshot_dir is not None:  # several runs (batches, query lengths) on one set of snapshots
+        found = RehearsalSnapshots(Path(options.snapshot_dir))
+        if not found.complete():
+            write_snapshots(found.root, sizes=sizes)
         return measure(paper_config(found), options)
+    with tempfile.TemporaryDirectory(prefix="vljepa-gpu-check-") as tmp:
+        return measure(paper_config(write_snapshots(Path(tmp), sizes=sizes)), options)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -307,13 +312,16 @@ def main(argv: list[str] | None = None) -> GpuCheckResult:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this GPU (default: detected, vljepa.plan.GPU_PEAK_TFLOPS)")
     parser.add_argument("--plan-mfu", type=float, default=0.4, help="the MFU plan's estimate assumes")
+    parser.add_argument("--snapshot-dir", default=None,
+                        help="paper: write the full-size random snapshots here once and reuse them on later runs "
+                             "(default: a temporary directory, removed after the run)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of the table")
     args = parser.parse_args(argv)
     if args.steps < 1 or (args.batch is not None and args.batch < 2):
         parser.error("--steps must be >= 1 and --batch >= 2 (InfoNCE needs negatives)")
     result = run(GpuCheckOptions(preset=args.preset, device=args.device, batch=args.batch, frames=args.frames,
                                  query_tokens=args.query_tokens, target_tokens=args.target_tokens, steps=args.steps,
-                                 peak_tflops=args.peak_tflops, plan_mfu=args.plan_mfu))
+                                 peak_tflops=args.peak_tflops, plan_mfu=args.plan_mfu, snapshot_dir=args.snapshot_dir))
     print(json.dumps(asdict(result), indent=2) if args.json else format_table(result), flush=True)
     return result
 
