@@ -33,10 +33,12 @@ def job_name(cfg: VLJepaConfig) -> str:
 
 
 def signal_delay_s(time_min: int) -> int:
-    """Seconds before the time limit at which Slurm sends USR2, so that submitit requeues the job and
-    the next allocation resumes from its last checkpoint: 120 s (submitit's 90 plus margin, Slurm may
-    send it up to a minute early), at most half the limit so a short job is not requeued at its start."""
-    return max(1, min(120, int(time_min) * 30))
+    """Seconds before the time limit at which Slurm is asked to send USR2, so that submitit requeues the job
+    and the next allocation resumes from its last checkpoint: 120 s (submitit's 90 plus margin), at most a
+    quarter of the limit. slurmctld checks for it every 30 s and sends it when at most delay + 30 s remain,
+    so it comes 0-30 s early: with half a 1-minute limit, every allocation got it at its first check, 5 s
+    after starting (tests/test_slurm); a quarter leaves each allocation 15-45 s."""
+    return max(1, min(120, int(time_min) * 15))
 
 
 def executor_parameters(cfg: VLJepaConfig) -> tuple[dict[str, Any], dict[str, Any]]:

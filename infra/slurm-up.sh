@@ -66,7 +66,8 @@ SlurmdPort=$VLJEPA_SLURMD_PORT
 SlurmUser=$user
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$munge_socket
+# cred_expire: also how long a requeued job waits before it may start again (Slurm's default 120 s).
+AuthInfo=socket=$munge_socket,cred_expire=20
 StateSaveLocation=$S/state
 SlurmdSpoolDir=$S/spool
 SlurmctldPidFile=$S/slurmctld.pid
@@ -77,6 +78,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# The main scheduling loop looks at pending (requeued) jobs every 5 s (default 60 s).
+SchedulerParameters=sched_interval=5,bf_interval=5
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2

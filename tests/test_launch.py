@@ -27,9 +27,12 @@ def test_dry_run_renders_the_sbatch_directives_from_the_config(tmp_path):
                 "--time": "600", "--mem": "1800GB", "--signal": "USR2@120", "--job-name": "vljepa-pretrain-image-paper"}
     assert {k: directives.get(k) for k in expected} == expected
     assert "srun" in script and "submitit.core._submit" in script
-    # a 1-minute limit (the slurm tier's timeout test) gets USR2 half-way, not 120 s before it starts
+    # a 1-minute limit (the slurm tier's timeout test) gets USR2 15 s before the end (Slurm may send it 30 s
+    # earlier still), not 120 s before it starts
     short = render_sbatch(replace(cfg, **{"slurm.time_min": 1}), tmp_path / "short")
-    assert "#SBATCH --signal=USR2@30" in short.splitlines()
+    assert "#SBATCH --signal=USR2@15" in short.splitlines()
+    four = render_sbatch(replace(cfg, **{"slurm.time_min": 4}), tmp_path / "four")
+    assert "#SBATCH --signal=USR2@60" in four.splitlines()
 
 
 def test_dry_run_cli_prints_config_and_script(capsys):
