@@ -10,4 +10,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if (($#)); then
   exec .venv/bin/python -m pytest "$@"
 fi
-exec .venv/bin/python -m pytest -m "not slow" -q
+exec .venv/bin/python -m pytest -m "not slow" -q --durations=15
