@@ -268,14 +268,11 @@ def run(options: GpuCheckOptions) -> GpuCheckResult:
                          "python -m bench.gpu_check --preset rehearsal --device cpu")
     if options.preset == "rehearsal":
         return measure(get_preset("rehearsal"), options)
-    from vljepa.rehearsal import RehearsalSnapshots, write_snapshots
+    from vljepa.rehearsal import snapshots, write_snapshots
 
     sizes = paper_snapshot_sizes(get_preset("paper"))
-    if options.snapshot_dir is not None:  # several runs (batches, query lengths) on one set of snapshots
-        found = RehearsalSnapshots(Path(options.snapshot_dir))
-        if not found.complete():
-            write_snapshots(found.root, sizes=sizes)
-        return measure(paper_config(found), options)
+    if options.snapshot_dir is not None:  # several runs (batches, query lengths) on one set, written atomically once
+        return measure(paper_config(snapshots(Path(options.snapshot_dir), sizes=sizes)), options)
     with tempfile.TemporaryDirectory(prefix="vljepa-gpu-check-") as tmp:
         return measure(paper_config(write_snapshots(Path(tmp), sizes=sizes)), options)
 

@@ -74,6 +74,16 @@ def test_snapshots_load_through_the_real_code_and_match_their_reference_implemen
     assert all(g["lr"] == cfg.y_encoder.lr_multiplier for g in groups.values() if dense & {id(p) for p in g["params"]})
 
 
+def test_snapshots_of_other_sizes_need_a_root_of_their_own(tmp_path):
+    """Other sizes (bench/gpu_check's paper sizes) never land in the rehearsal's default root."""
+    from vljepa.rehearsal import REHEARSAL_SIZES, snapshots
+
+    with pytest.raises(ValueError, match="root of its own"):
+        snapshots(sizes=REHEARSAL_SIZES)
+    found = snapshots(tmp_path / "other", sizes=REHEARSAL_SIZES)
+    assert found.complete() and sorted(p.name for p in tmp_path.iterdir()) == ["other"]  # no temporary left
+
+
 def test_predictor_lm_snapshot_is_imported_layer_for_layer(rehearsal):
     from safetensors.torch import load_file
 

@@ -129,7 +129,11 @@ def wait_for(predicate, timeout: float, what: str, every: float = 1.0) -> None:
 
 
 def latest_checkpoint(checkpoints: Path) -> int:
-    return max((int(p.name.split("-")[1]) for p in checkpoints.glob("step-*")), default=0)
+    """The step of the newest whole checkpoint under ``checkpoints`` (0: none yet)."""
+    from vljepa.checkpoint import CheckpointManager
+
+    latest = CheckpointManager(checkpoints).latest()
+    return int(latest.name.removeprefix("step-")) if latest else 0
 
 
 def test_scontrol_requeue_resumes_from_the_last_checkpoint_bit_exact(env, tmp_path):
@@ -167,8 +171,9 @@ def test_scontrol_requeue_resumes_from_the_last_checkpoint_bit_exact(env, tmp_pa
 def test_a_job_over_its_time_limit_requeues_itself_until_done(env, tmp_path):
     # 1-minute allocations: USR2 is asked for 15 s before the limit and slurmctld checks every 30 s, so it comes
     # 15-45 s into each allocation -> submitit's checkpoint() requeues the job, which resumes from its newest
-    # checkpoint. 3000 steps (~45 steps/s here: 65 s of training) cannot finish in the first allocation's at most ~37 s of training even
-    # on a faster machine; a requeue waits cred_expire (20 s, infra/slurm-up.sh) before the next allocation.
+    # checkpoint. 3000 steps (~45 steps/s here: 65 s of training) cannot finish in the first allocation's at
+    # most ~37 s of training even on a faster machine; a requeue waits cred_expire (20 s, infra/slurm-up.sh)
+    # before the next allocation.
     max_steps, max_requeues = 3000, 8
     args = [*TINY, "--set", f"train.max_steps={max_steps}", "--set", "train.checkpoint_every=25",
             "--set", "train.log_every=100", "--set", "slurm.time_min=1", "--set", f"slurm.max_requeues={max_requeues}",

@@ -150,12 +150,17 @@ def default_root() -> Path:
     return cache_root() / f"rehearsal-{VERSION}"
 
 
-def snapshots(root: Path | None = None) -> RehearsalSnapshots:
-    """The rehearsal snapshots under ``root`` (default ``~/.cache/vljepa/rehearsal-v1``), written once."""
+def snapshots(root: Path | None = None, *, sizes: SnapshotSizes | None = None) -> RehearsalSnapshots:
+    """The rehearsal snapshots under ``root`` (default ``~/.cache/vljepa/rehearsal-v1``), written once.
+
+    sizes: other shapes than the rehearsal's (bench/gpu_check: the paper's); they need their own ``root``.
+    """
+    if sizes is not None and root is None:
+        raise ValueError("snapshots(sizes=...) needs a root of its own: the default root holds the rehearsal's sizes")
     found = RehearsalSnapshots(Path(root) if root else default_root())
     if not found.complete():
         with atomic_dir(found.root, overwrite=False) as tmp:  # concurrent writers: the first rename wins
-            write_snapshots(Path(tmp))
+            write_snapshots(Path(tmp), sizes=sizes)
     return found
 
 
