@@ -171,6 +171,31 @@ def _ratios_loader(raw: dict) -> tuple[list[Ratio], dict]:
     return ratios, {k: v for k, v in raw.items() if k != "ratios"}
 
 
+def _run_encode(quick: bool) -> dict:
+    from bench import bench_encode
+
+    return bench_encode.main(["--repeats", "2"] if quick else [])
+
+
+def _ratios_encode(raw: dict) -> tuple[list[Ratio], dict]:
+    n = raw["samples"] * raw["frames_per_sample"]
+    return [Ratio(metric=f"x-encoder s for {n} frames in one call / in calls of {raw['frames_per_call']} "
+                         f"({raw['encoder']})", value=raw["whole_over_chunked"],
+                  note="tokens bit-identical" if raw["identical"] else "TOKENS DIFFER")], raw
+
+
+def _run_decode_batch(quick: bool) -> dict:
+    from bench import bench_decode_batch
+
+    return bench_decode_batch.main(["--clips", "32", "--images", "32", "--repeats", "1"] if quick else [])
+
+
+def _ratios_decode_batch(raw: dict) -> tuple[list[Ratio], dict]:
+    return [Ratio(metric=f"decode files/s, {raw['chunk']} files a ffmpeg process / one a process, {kind}",
+                  value=raw[kind]["ratio"], note="frames equal" if raw[kind]["equal"] else "FRAMES DIFFER")
+            for kind in ("clips", "images")], raw
+
+
 @dataclass(frozen=True, kw_only=True)
 class Bench:
     run: Callable[[bool], dict]  # quick -> the bench's own result dict (runs in the child process)
@@ -185,6 +210,8 @@ BENCHES: dict[str, Bench] = {
     "bench_streaming": Bench(run=_run_streaming, ratios=_ratios_streaming, timeout_s=(300, 3600)),
     "bench_train": Bench(run=_run_train, ratios=_ratios_train, timeout_s=(420, 3600)),
     "bench_loader": Bench(run=_run_loader, ratios=_ratios_loader, timeout_s=(300, 1200)),
+    "bench_encode": Bench(run=_run_encode, ratios=_ratios_encode, timeout_s=(300, 900)),
+    "bench_decode_batch": Bench(run=_run_decode_batch, ratios=_ratios_decode_batch, timeout_s=(300, 900)),
 }
 
 

@@ -30,9 +30,15 @@ def prepare_corpus(cfg: VLJepaConfig, layout: StateLayout, *, progress: bool = T
     return out
 
 
-def import_manifest(db_path: Path, corpus_dir: Path, *, dataset: str = "synthetic") -> ImportCounts:
-    """Import a generated corpus into the DuckDB manifest (idempotent)."""
-    return import_source(db_path, str(corpus_dir), kind="corpus", dataset=dataset)
+def import_manifest(db_path: Path, corpus_dir: Path, *, generated: bool, dataset: str = "synthetic") -> ImportCounts:
+    """Import a corpus in the generator's layout into the DuckDB manifest (idempotent).
+
+    generated: the corpus is the one ``prepare_corpus`` generated (``data.generate``). Its records
+        carry what the generator rendered (duration, fps, size: equal to ffprobe's for every clip of
+        the embedded default, tested), so its clips are not probed: ~0.1 s of ffprobe a clip, most
+        of this stage. Any other corpus is probed.
+    """
+    return import_source(db_path, str(corpus_dir), kind="corpus", dataset=dataset, probe=not generated)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,6 @@ def prepare_data(cfg: VLJepaConfig, layout: StateLayout, splits: tuple[str, ...]
     """corpus → manifest → frozen tokens of ``splits`` in one call (each content-addressed)."""
     layout.ensure()
     corpus_dir = prepare_corpus(cfg, layout, progress=progress)
-    counts = import_manifest(layout.manifest, corpus_dir)
+    counts = import_manifest(layout.manifest, corpus_dir, generated=cfg.data.generate)
     caches = {split: cache_split_tokens(cfg, layout, split, progress=progress, engine=engine) for split in splits}
     return PreparedData(db_path=layout.manifest, corpus_dir=corpus_dir, caches=caches, counts=counts)

@@ -216,7 +216,7 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     run_name = f"pretrain-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, layout, progress=run.progress)
-    counts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir)
+    counts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir, generated=cfg.data.generate)
     stills = (stage("prepare-stills", prepare_stills, True)(layout, corpus_dir, progress=run.progress)
               if cfg.data.generate else None)  # a user corpus: its own sources serve as images
     init_from: str | None = None

@@ -28,14 +28,17 @@ class ImportCounts:
 
 
 def import_source(manifest: str | Path, source: str, *, kind: SourceKind = "corpus", dataset: str = "synthetic",
-                  annotations: str | None = None, media_dir: str | None = None) -> ImportCounts:
-    """Import ``source`` (a corpus dir, a folder with ``annotations``, or a video2dataset tar)."""
+                  annotations: str | None = None, media_dir: str | None = None, probe: bool = True) -> ImportCounts:
+    """Import ``source`` (a corpus dir, a folder with ``annotations``, or a video2dataset tar).
+
+    probe: False trusts a corpus's records for duration, fps and size (a corpus the generator made).
+    """
     from preprocessing.manifest import import_corpus, open_manifest
 
     con = open_manifest(manifest)
     try:
         if kind == "corpus":
-            summary = import_corpus(con, source, dataset=dataset)
+            summary = import_corpus(con, source, dataset=dataset, probe=probe)
         elif kind == "folder":
             from preprocessing.importers import import_folder
 

@@ -70,7 +70,7 @@ def prepare_training(job: TrainJobConfig) -> PreparedTraining:
     layout = job.run.layout().ensure()
     progress, engine = job.run.progress, job.run.engine
     corpus_dir = prepare_corpus(cfg, layout, progress=progress)
-    import_manifest(layout.manifest, corpus_dir)
+    import_manifest(layout.manifest, corpus_dir, generated=cfg.data.generate)
     stills = prepare_stills(layout, corpus_dir, progress=progress) if cfg.data.generate else None
     data = phase_plan(cfg, layout, mix=job.mix, preset=job.mix is None, stills_dataset=stills, progress=progress,
                       engine=engine)

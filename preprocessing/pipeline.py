@@ -1,6 +1,6 @@
 """Decode/sample -> frozen x-encoder -> sharded token cache, in-process (threads).
 
-The pure pieces here (``decode_item``, ``encode_samples``, ``sharded_cache_key``) are shared
+The pure pieces here (``decode_items``, ``encode_samples``, ``sharded_cache_key``) are shared
 with the Ray Data engine in ``preprocessing.ray_pipeline``; ``run_local`` is the engine for one
 machine without Ray. Both return a ``PreprocessResult`` whose counts satisfy
 ``n_in == n_cached_sources + n_failed_sources``: every input is cached or recorded as failed.
@@ -20,11 +20,12 @@ import torch
 
 from preprocessing.decode import DecodeError, frames_to_tensor
 from preprocessing.encode import ClipRef
-from preprocessing.sampling import Sample, SamplingConfig, sample_clip
+from preprocessing.sampling import Sample, SamplingConfig, sample_clip, sample_clips
 from preprocessing.shards import ShardedCache, ShardFormat, TokenRecord
 from vljepa.files import canonical_sha256
 
 Engine = Literal["local", "ray"]
+DECODE_CHUNK = 16  # files a decode worker hands to one ffmpeg process (decode_items)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,13 +101,28 @@ def fit_to_encoder(samples: list[Sample], num_frames: int, strategy: str) -> lis
 def decode_item(clip: ClipRef, sampling: SamplingConfig, *, size: int, num_frames: int) -> tuple[list[Sample], Failure | None]:
     """Samples of one clip ready for the encoder, or the failure that stopped it."""
     try:
-        samples = fit_to_encoder(sample_clip(clip.path, sampling, size=size, repeat_to=num_frames,
-                                             duration=clip.duration, fps=clip.fps),
-                                 num_frames, sampling.strategy)
-    except DecodeError as err:
-        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode", error=err.message)
-    except OSError as err:  # unreadable path, permission denied
-        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode", error=str(err))
+        got: list[Sample] | DecodeError | OSError = sample_clip(
+            clip.path, sampling, size=size, repeat_to=num_frames, duration=clip.duration, fps=clip.fps)
+    except (DecodeError, OSError) as err:  # OSError: unreadable path, permission denied
+        got = err
+    return _fitted(clip, got, sampling, num_frames)
+
+
+def decode_items(clips: list[ClipRef], sampling: SamplingConfig, *, size: int,
+                 num_frames: int) -> list[tuple[list[Sample], Failure | None]]:
+    """``decode_item`` of each clip, images and uniform samples several to one ffmpeg process
+    (``preprocessing.sampling.sample_clips``: ~4x the clips/s of one process a clip for 2-second
+    clips here, ~9x for images; bench/decode_throughput.py). The same samples and failures."""
+    decoded = sample_clips([(c.path, c.duration, c.fps) for c in clips], sampling, size=size, repeat_to=num_frames)
+    return [_fitted(clip, got, sampling, num_frames) for clip, got in zip(clips, decoded)]
+
+
+def _fitted(clip: ClipRef, got: list[Sample] | DecodeError | OSError, sampling: SamplingConfig,
+            num_frames: int) -> tuple[list[Sample], Failure | None]:
+    if isinstance(got, (DecodeError, OSError)):
+        error = got.message if isinstance(got, DecodeError) else str(got)
+        return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode", error=error)
+    samples = fit_to_encoder(got, num_frames, sampling.strategy)
     if not samples:
         return [], Failure(source_id=clip.sample_id, path=clip.path, stage="decode",
                            error=f"clip too short: no sample of {num_frames} frames")
@@ -129,16 +145,19 @@ def encode_samples(encoder: Any, frames: list[np.ndarray]) -> np.ndarray:
 
     A frame-wise encoder (``frame_wise``: tokens of each frame from that frame alone, frame-major)
     encodes a still's repeated frame once and tiles its tokens: T times less work for images at the
-    video phase's frame count, the same tokens (tested against encoding every copy).
+    video phase's frame count, the same tokens (tested against encoding every copy). Its frames go
+    through in calls of ``frames_per_call`` (small calls run faster on a CPU; same tokens).
     """
     spec = encoder.spec
-    stills = [_is_still(f) for f in frames] if getattr(encoder, "frame_wise", False) else []
-    if not any(stills):
+    if not getattr(encoder, "frame_wise", False):
         pixels = torch.stack([frames_to_tensor(f, spec.mean, spec.std) for f in frames])  # (B, T, 3, S, S)
         return encoder.encode(pixels).to(torch.float32).numpy().astype(np.float16)  # (B, N, D)
+    stills = [_is_still(f) for f in frames]
     kept = [f[:1] if still else f for f, still in zip(frames, stills)]
     pixels = torch.cat([frames_to_tensor(f, spec.mean, spec.std) for f in kept])[:, None]  # (frames, 1, 3, S, S)
-    per_frame = encoder.encode(pixels).to(torch.float32)  # (frames, N / T, D)
+    step = getattr(encoder, "frames_per_call", None) or len(pixels)
+    per_frame = torch.cat([encoder.encode(pixels[at:at + step]).to(torch.float32)
+                           for at in range(0, len(pixels), step)])  # (frames, N / T, D)
     out, at = [], 0
     for stack, used, still in zip(frames, kept, stills):
         tokens = per_frame[at:at + len(used)].flatten(0, 1)  # (len(used) * N / T, D)
@@ -181,12 +200,13 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
             n_frames += len(sample.frames)
         pending.clear()
 
-    def decode(clip: ClipRef):
-        return clip, *decode_item(clip, sampling, size=spec.image_size, num_frames=spec.num_frames)
+    def decode(chunk: list[ClipRef]):
+        return zip(chunk, decode_items(chunk, sampling, size=spec.image_size, num_frames=spec.num_frames))
 
     bar = _progress(len(clips)) if progress else None
+    chunks = [clips[at:at + DECODE_CHUNK] for at in range(0, len(clips), DECODE_CHUNK)]
     with ThreadPoolExecutor(max_workers=decode_workers) as pool:
-        for clip, samples, failure in pool.map(decode, clips):
+        for clip, (samples, failure) in (item for done in pool.map(decode, chunks) for item in done):
             if failure is not None:
                 failures.append(failure)
             for sample in samples:

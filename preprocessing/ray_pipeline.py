@@ -36,7 +36,7 @@ from preprocessing.pipeline import (
     Failure,
     PreprocessResult,
     _finish,
-    decode_item,
+    decode_items,
     encode_samples,
     result_from_index,
     sample_id_for,
@@ -89,11 +89,11 @@ class DecodeSample:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: dict[str, list] = {k: [] for k in ("sample_id", "source_id", "path", "frames", "timestamps", "error")}
-        for source_id, path, content_hash, duration, fps in zip(
-                batch["sample_id"], batch["path"], batch["content_hash"], batch["duration"], batch["fps"]):
-            clip = ClipRef(str(source_id), str(path), str(content_hash),
-                           duration=_known(duration), fps=_known(fps))
-            samples, failure = decode_item(clip, self.sampling, size=self.size, num_frames=self.num_frames)
+        clips = [ClipRef(str(source_id), str(path), str(content_hash), duration=_known(duration), fps=_known(fps))
+                 for source_id, path, content_hash, duration, fps in zip(
+                     batch["sample_id"], batch["path"], batch["content_hash"], batch["duration"], batch["fps"])]
+        decoded = decode_items(clips, self.sampling, size=self.size, num_frames=self.num_frames)
+        for clip, (samples, failure) in zip(clips, decoded):
             if failure is not None:
                 samples = []
                 rows["sample_id"].append(""), rows["source_id"].append(clip.sample_id), rows["path"].append(clip.path)

@@ -229,3 +229,22 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:  # a different config into the same directory
         main(["--preset", "tiny", "--n-videos", "4", "--out", str(tmp_path), "--no-progress"])
     assert exit_info.value.code == 2 and "different config" in capsys.readouterr().err
+
+
+def test_records_hold_what_ffprobe_reads(tiny_corpus: Path, tmp_path: Path) -> None:
+    """The main job imports its generated corpus without ffprobe (flows.data.import_manifest), trusting
+    each record's duration, fps and size: they must equal what ffprobe reads from every clip."""
+    from preprocessing.manifest import import_corpus, open_manifest
+
+    rows = {}
+    for probe in (True, False):
+        con = open_manifest(tmp_path / f"probe-{probe}.duckdb")
+        try:
+            assert import_corpus(con, tiny_corpus, probe=probe).n_failed == 0
+            rows[probe] = con.execute("SELECT source_id, duration, fps, width, height FROM sources "
+                                      "ORDER BY source_id").fetchall()
+        finally:
+            con.close()
+    assert len(rows[True]) == TINY.n_videos
+    assert len({r[1] for r in rows[True]}) > 1  # multi-event clips: durations differ, so this can fail
+    assert rows[False] == rows[True]

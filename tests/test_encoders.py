@@ -135,6 +135,10 @@ def test_frame_wise_encoders_encode_a_stills_repeated_frame_once(name, size, gri
     encoder.encode = lambda pixels: calls.append(pixels.shape[:2]) or original(pixels)
     fast = encode_samples(encoder, [still, clip, still])
     assert calls == [(1 + 4 + 1, 1)]  # 6 frames encoded, not 12
+    calls.clear()
+    encoder.frames_per_call = 4  # the cache's small calls: the same tokens, bit for bit
+    assert np.array_equal(encode_samples(encoder, [still, clip, still]), fast)
+    assert calls == [(4, 1), (2, 1)]
     del encoder.encode
     encoder.frame_wise = False  # the plain path: every frame of every sample
     slow = encode_samples(encoder, [still, clip, still])

@@ -87,3 +87,60 @@ def test_known_duration_and_fps_skip_the_probe_with_the_same_result(clips, monke
     got = sample_uniform(clips["long"], num_frames=8, size=16, duration=info.duration, fps=info.fps)
     np.testing.assert_array_equal(got.frames, expected.frames)
     np.testing.assert_array_equal(got.timestamps, expected.timestamps)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, clips):
+    """Files of every kind the cache meets, good and bad, for sample_clips against sample_clip."""
+    import subprocess
+
+    from tests.media import VTEST
+
+    root = tmp_path_factory.mktemp("mixed")
+    rotated = root / "rotated.mp4"  # a phone clip: display matrix, decoded upright by ffmpeg
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(make_h264(root / "upright.mp4", 2.0, "64x48")),
+                    "-c", "copy", "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(b"not a video at all " * 64)
+    files = [clips["long"], clips["short"], clips["vfr"], clips["image"], rotated,
+             make_h264(root / "wide.mp4", 2.0, "96x40"), ffmpeg_make(root / "j.jpg", "testsrc=size=40x30", "-frames:v", "1"),
+             corrupt, root / "missing.mp4"]
+    return files + ([VTEST] if VTEST.is_file() else [])
+
+
+@pytest.mark.parametrize("num_frames, allow_repeat", [(4, False), (16, False), (16, True)])
+def test_sample_clips_equals_sample_clip_file_by_file(mixed, monkeypatch, num_frames, allow_repeat):
+    """Several files through one ffmpeg process give each file's samples, or its error, exactly."""
+    import subprocess
+
+    from preprocessing import decode_many
+    from preprocessing.decode import probe_video
+    from preprocessing.sampling import sample_clips
+
+    def known(path):  # duration / fps as the manifest holds them (None where ffprobe fails)
+        try:
+            info = probe_video(path)
+        except DecodeError:
+            return None, None
+        return (info.duration, info.fps) if not info.is_image else (None, None)
+
+    items = [(path, *known(path)) for path in mixed]
+    cfg = SamplingConfig(num_frames=num_frames, allow_repeat=allow_repeat)
+    starts = []
+    real_run = subprocess.run
+    monkeypatch.setattr(decode_many.subprocess, "run", lambda args, **kw: starts.append(args) or real_run(args, **kw))
+    many = sample_clips(items, cfg, size=24, repeat_to=num_frames)
+    assert starts and len(starts) < len(mixed) / 2  # batched for real: a few processes, not one a file
+    assert starts[0].count("-i") > 2
+    for (path, duration, fps), got in zip(items, many):
+        try:
+            alone = sample_clip(path, cfg, size=24, repeat_to=num_frames, duration=duration, fps=fps)
+        except DecodeError as err:
+            assert isinstance(got, DecodeError) and str(got) == str(err), path
+            continue
+        assert not isinstance(got, Exception), (path, got)
+        assert len(got) == len(alone) == 1
+        np.testing.assert_array_equal(got[0].frames, alone[0].frames, err_msg=str(path))
+        np.testing.assert_array_equal(got[0].timestamps, alone[0].timestamps, err_msg=str(path))
+    kinds = [type(g).__name__ for g in many]
+    assert kinds.count("DecodeError") >= 2  # the corrupt and the missing file (and short clips at 16 frames)

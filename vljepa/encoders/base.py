@@ -82,6 +82,8 @@ class FrozenEncoder(nn.Module):
     # True where tokens of each frame come from that frame alone, frame-major (B, T * n, D): a 2D
     # encoder applied per frame. Lets the cache encode an image duplicated to T frames only once.
     frame_wise = False
+    # A frame-wise encoder's frames per forward call when the cache encodes many (None: all in one).
+    frames_per_call: int | None = None
 
     def freeze(self) -> "FrozenEncoder":
         for param in self.parameters():
