@@ -28,23 +28,25 @@ class ImportCounts:
 
 
 def import_source(manifest: str | Path, source: str, *, kind: SourceKind = "corpus", dataset: str = "synthetic",
-                  annotations: str | None = None, media_dir: str | None = None, probe: bool = True) -> ImportCounts:
+                  annotations: str | None = None, media_dir: str | None = None, probe: bool = True,
+                  allow_outside_root: bool = False) -> ImportCounts:
     """Import ``source`` (a corpus dir, a folder with ``annotations``, or a video2dataset tar).
 
     probe: False trusts a corpus's records for duration, fps and size (a corpus the generator made).
+    allow_outside_root: rows may name files outside the source folder (else a recorded failure).
     """
     from preprocessing.manifest import import_corpus, open_manifest
 
     con = open_manifest(manifest)
     try:
         if kind == "corpus":
-            summary = import_corpus(con, source, dataset=dataset, probe=probe)
+            summary = import_corpus(con, source, dataset=dataset, probe=probe, allow_outside_root=allow_outside_root)
         elif kind == "folder":
             from preprocessing.importers import import_folder
 
             if annotations is None:
                 raise ValueError("kind='folder' needs annotations (a CSV or JSONL file)")
-            summary = import_folder(con, source, annotations, dataset=dataset)
+            summary = import_folder(con, source, annotations, dataset=dataset, allow_outside_root=allow_outside_root)
         elif kind == "video2dataset":
             from preprocessing.importers import import_video2dataset
 
@@ -92,6 +94,7 @@ class PreprocessJob:
     dataset: str = "synthetic"
     annotations: str | None = None
     media_dir: str | None = None
+    allow_outside_root: bool = False  # rows may name files outside the source folder
     splits: tuple[str, ...] = ("train", "val", "test")
     cache_format: Literal["parquet", "webdataset"] = "parquet"
     shard_size: int | None = None  # None: preprocessing.pipeline.CacheConfig's default
@@ -121,7 +124,8 @@ def run_preprocess(job: PreprocessJob, *, stage: StageWrapper = direct) -> Prepr
     ``stage(name, fn, io)`` wraps each step (``flows.stage``; the Prefect flow makes them tasks).
     """
     imported = stage("import", import_source, True)(job.manifest, job.source, kind=job.kind, dataset=job.dataset,
-                                                  annotations=job.annotations, media_dir=job.media_dir)
+                                                  annotations=job.annotations, media_dir=job.media_dir,
+                                                  allow_outside_root=job.allow_outside_root)
     summary = PreprocessSummary(imported=imported)
     for split in job.splits:
         encode = stage(f"tokens-{split}", encode_split, True)

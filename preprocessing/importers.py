@@ -59,14 +59,19 @@ def _normalise(row: dict[str, Any], default_split: str) -> dict[str, Any]:
 
 def _rows(annotations: Path) -> list[_Record]:
     if annotations.suffix.lower() == ".csv":
-        with open(annotations, newline="", encoding="utf-8") as handle:
+        with open(annotations, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             return [_Record(f"{annotations}:{n}", row, None) for n, row in enumerate(csv.DictReader(handle), start=2)]
     return list(_read_records(annotations))
 
 
 def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, annotations: str | os.PathLike,
-                  *, dataset: str, default_split: str = "train", probe: bool = True) -> ImportSummary:
-    """Import the files of ``folder`` described by a CSV or JSONL ``annotations`` file."""
+                  *, dataset: str, default_split: str = "train", probe: bool = True,
+                  allow_outside_root: bool = False) -> ImportSummary:
+    """Import the files of ``folder`` described by a CSV or JSONL ``annotations`` file.
+
+    allow_outside_root: rows may name files outside ``folder`` (by default such a row is a recorded
+    failure, "outside the dataset folder", and its file is never opened).
+    """
     folder = Path(folder).resolve()
     annotations = Path(annotations)
     if not annotations.is_file():
@@ -81,7 +86,7 @@ def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, ann
         except KeyError as err:
             items.append(_Record(item.where, None, f"row has no {'/'.join(_PATH_KEYS)} column ({err})"))
     return import_records(con, folder, items, dataset=dataset, probe=probe, origin=str(annotations),
-                          require_caption=True)
+                          require_caption=True, allow_outside_root=allow_outside_root)
 
 
 def _extract(data: bytes, target: Path) -> None:

@@ -27,13 +27,15 @@ from typing import Any
 import duckdb
 
 from preprocessing.decode import DecodeError, VideoInfo, is_image_path, probe_video
+from preprocessing.rows import clean_row, media_path, valid_text
 from vljepa.files import canonical_json, canonical_sha256, file_sha256
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 ANNOTATIONS_FILE = "annotations.jsonl"
 IMPORT_STAGE = "import"
 _SQL_NAME = re.compile(r"^[a-z0-9_]+$")
-# Errors that mean "this one record or file is bad": recorded and skipped. Anything else
+# Errors that mean "this one record or file is bad": recorded and skipped. Any other error of one
+# row is recorded too, with its type (import_records): one bad row never costs the good ones.
 # (a DuckDB error, a bug) stops the import.
 _RECORD_ERRORS = (DecodeError, OSError, KeyError, TypeError, ValueError)
 
@@ -97,7 +99,8 @@ class _Record:
 
 
 def _read_records(annotations_path: Path) -> Iterator[_Record]:
-    with open(annotations_path, encoding="utf-8") as handle:
+    # surrogateescape: a line with bytes that are not UTF-8 is read, not fatal (rows.clean_row repairs it)
+    with open(annotations_path, encoding="utf-8", errors="surrogateescape") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -134,7 +137,10 @@ def _annotation_rows(source_id: str, record: Mapping[str, Any]) -> list[dict[str
         rest = {k: v for k, v in event.items() if k not in ("start", "end", "caption")}
         add("event", idx, text=event.get("caption"), start_s=start, end_s=end,
             attributes=canonical_json(rest) if rest else None)
-    for idx, qa in enumerate(record.get("qa") or []):
+    qas = record.get("qa") or []
+    if not isinstance(qas, list) or not all(isinstance(qa, Mapping) and {"question", "answer"} <= set(qa) for qa in qas):
+        raise ValueError(f"qa must be a list of {{\"question\": ..., \"answer\": ...}} objects, got {qas!r:.80}")
+    for idx, qa in enumerate(qas):
         add("vqa", idx, question=str(qa["question"]), answer=str(qa["answer"]))
     return rows
 
@@ -144,10 +150,9 @@ def _optional(record: Mapping[str, Any], key: str, kind: type) -> Any:
     return None if value is None else kind(value)
 
 
-def _needs_import(con: duckdb.DuckDBPyConnection, corpus_dir: Path, record: Mapping[str, Any], dataset: str) -> bool:
+def _needs_import(con: duckdb.DuckDBPyConnection, media_path: Path, record: Mapping[str, Any], dataset: str) -> bool:
     """True unless the manifest already holds this record with the same file, path and split."""
     try:
-        media_path = (corpus_dir / str(record["path"])).resolve()
         content_hash = file_sha256(media_path)
         source_id, split = str(record["clip_id"]), str(record["split"])
     except _RECORD_ERRORS:
@@ -158,12 +163,11 @@ def _needs_import(con: duckdb.DuckDBPyConnection, corpus_dir: Path, record: Mapp
 
 
 def _import_one(
-    con: duckdb.DuckDBPyConnection, corpus_dir: Path, record: Mapping[str, Any], *, dataset: str, probe: bool,
+    con: duckdb.DuckDBPyConnection, media_path: Path, record: Mapping[str, Any], *, dataset: str, probe: bool,
     probed: "Future[VideoInfo] | None" = None,
 ) -> bool:
     """Write one record's source, annotations and split; False when it was already there."""
     source_id, split = str(record["clip_id"]), str(record["split"])
-    media_path = (corpus_dir / str(record["path"])).resolve()
     content_hash = file_sha256(media_path)
     record_hash = canonical_sha256(record)
     state = con.execute(
@@ -208,6 +212,7 @@ def import_corpus(
     dataset: str = "synthetic",
     probe: bool = True,
     probe_workers: int = 4,
+    allow_outside_root: bool = False,
 ) -> ImportSummary:
     """Import a generated corpus (layout in the module docstring) into the manifest.
 
@@ -223,7 +228,8 @@ def import_corpus(
         raise FileNotFoundError(f"{annotations_path} not found: is {corpus_dir} a generated corpus?")
     con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
     return import_records(con, corpus_dir, list(_read_records(annotations_path)), dataset=dataset,
-                          probe=probe, probe_workers=probe_workers, origin=str(annotations_path))
+                          probe=probe, probe_workers=probe_workers, origin=str(annotations_path),
+                          allow_outside_root=allow_outside_root)
 
 
 def _check_caption(record: Mapping[str, Any]) -> None:
@@ -244,44 +250,75 @@ def import_records(
     probe_workers: int = 4,
     origin: str = "records",
     require_caption: bool = False,
+    allow_outside_root: bool = False,
 ) -> ImportSummary:
     """Import corpus-style records (clip_id, path relative to base_dir, split, caption, label,
     events, qa) as import_corpus does; with require_caption a missing or empty caption is a
-    recorded failure. origin names the records' file in duplicate-id errors."""
+    recorded failure. origin names the records' file in duplicate-id errors.
+
+    Row by row (``preprocessing.rows``): a row's strings are made valid UTF-8 (noted in
+    ``import_notes``), its file must resolve inside ``base_dir`` (symlinks followed) unless
+    ``allow_outside_root``, and any error of one row is recorded in ``failures`` under its
+    file's path (or its annotation line) while the other rows go on.
+    """
+    base_dir = Path(base_dir).resolve()
     n_in = n_imported = n_skipped = 0
     failed: list[str] = []
     seen: set[str] = set()
+    rows: list[tuple[str, Mapping[str, Any] | None, Path | Exception | None, int]] = []  # (where, record, path, fixed)
+    for item in items:
+        record, path, fixed = None, None, 0
+        if item.error is None and item.data is not None:
+            record, fixed = clean_row(item.data)
+            if "path" in record:
+                try:
+                    path = media_path(base_dir, record["path"], allow_outside_root=allow_outside_root)
+                except _RECORD_ERRORS as err:
+                    path = err
+        rows.append((valid_text(item.where), record, path, fixed))
     # ffprobe dominates import time (~0.1 s a clip): probe the clips that need importing in a
     # thread pool ahead of the sequential inserts (each probe is a subprocess).
     probes: dict[int, Future[VideoInfo]] = {}
     pool = ThreadPoolExecutor(max_workers=probe_workers) if probe else None
     if pool is not None:
-        for index, item in enumerate(items):
-            record = item.data
-            if item.error is None and record is not None and "path" in record and _needs_import(con, base_dir, record, dataset):
-                probes[index] = pool.submit(probe_video, (base_dir / str(record["path"])).resolve())
-    for index, item in enumerate(items):
+        for index, (_, record, path, _) in enumerate(rows):
+            try:
+                needed = isinstance(path, Path) and record is not None and _needs_import(con, path, record, dataset)
+            except Exception:  # the row fails below, with its own error
+                needed = False
+            if needed:
+                probes[index] = pool.submit(probe_video, path)
+    for index, ((where, record, path, fixed), item) in enumerate(zip(rows, items)):
         n_in += 1
-        where = item.where
         try:
             if item.error is not None:
                 raise ValueError(item.error)
-            record = item.data
             assert record is not None
-            if "path" in record:  # failures of a clip are recorded under its file's path
-                where = str((base_dir / str(record["path"])).resolve())
+            if isinstance(path, Path):  # failures of a clip are recorded under its file's path
+                where = str(path)
+            elif isinstance(path, Exception):
+                raise path
             source_id = str(record["clip_id"])
             if source_id in seen:
                 raise ValueError(f"clip_id {source_id!r} appears twice in {origin}")
             seen.add(source_id)
             if require_caption:
                 _check_caption(record)
-            if _import_one(con, base_dir, record, dataset=dataset, probe=probe, probed=probes.get(index)):
+            if path is None:
+                raise KeyError("path")
+            if _import_one(con, path, record, dataset=dataset, probe=probe, probed=probes.get(index)):
                 n_imported += 1
             else:
                 n_skipped += 1
-        except _RECORD_ERRORS as err:
-            message = str(err) if not isinstance(err, KeyError) else f"record has no field {err}"
+            if fixed:
+                con.execute(load_sql("upsert_import_note"), {"path": where, "note": (
+                    f"{fixed} string(s) held invalid UTF-8 (lone surrogates): replaced with U+FFFD")})
+        except Exception as err:  # one row's error, whatever it is, costs only that row
+            message = f"record has no field {err}" if isinstance(err, KeyError) else str(err)
+            if not isinstance(err, _RECORD_ERRORS):
+                message = f"{type(err).__name__}: {message}"
+            if where != rows[index][0]:  # keyed by the file: say which annotation line it came from
+                message += f" [{rows[index][0]}]"
             record_failure(con, where, IMPORT_STAGE, message)
             failed.append(where)
     if pool is not None:
@@ -341,7 +378,8 @@ def record_token_cache(
 
 def record_failure(con: duckdb.DuckDBPyConnection, path: str | os.PathLike, stage: str, error: object) -> None:
     """Record that `path` failed at `stage` (keeps the latest error per path and stage)."""
-    con.execute(load_sql("upsert_failure"), {"path": str(path), "stage": stage, "error": str(error)})
+    con.execute(load_sql("upsert_failure"), {"path": valid_text(str(path)), "stage": stage,
+                                             "error": valid_text(str(error))})
 
 
 def record_shards(con: duckdb.DuckDBPyConnection, cache_key: str, shards: Sequence[Mapping[str, Any]], *,
@@ -359,6 +397,13 @@ def record_shards(con: duckdb.DuckDBPyConnection, cache_key: str, shards: Sequen
     except BaseException:
         con.rollback()
         raise
+
+
+def list_import_notes(con: duckdb.DuckDBPyConnection, prefix: str | None = None) -> list[dict[str, Any]]:
+    """What the importer changed in rows it kept (invalid text replaced), of paths under ``prefix``."""
+    result = con.execute(load_sql("select_import_notes"), {"prefix": prefix})
+    columns = [c[0] for c in result.description]
+    return [dict(zip(columns, row)) for row in result.fetchall()]
 
 
 def list_failures(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> list[dict[str, Any]]:

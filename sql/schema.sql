@@ -66,6 +66,14 @@ CREATE TABLE IF NOT EXISTS failures (
     PRIMARY KEY (path, stage)
 );
 
+-- What an import changed in a row it kept (for example invalid UTF-8 replaced), per file.
+CREATE TABLE IF NOT EXISTS import_notes (
+    path        VARCHAR NOT NULL,
+    note        VARCHAR NOT NULL,
+    recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (path)
+);
+
 -- Tokens per sample of each cache (for token totals of data mixes); older databases get the column.
 ALTER TABLE token_caches ADD COLUMN IF NOT EXISTS num_tokens INTEGER;
 

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--annotations", required=True, help="CSV or JSONL: path, caption[, clip_id, split, label, question, answer]")
     folder.add_argument("--dataset", required=True)
     folder.add_argument("--split", default="train", help="split of rows without one (default train)")
+    folder.add_argument("--allow-outside-root", action="store_true",
+                        help="let rows name files outside FOLDER (../x, /abs/path, symlinks out); by default "
+                             "such a row is a recorded failure and its file is never opened")
     v2d = kinds.add_parser("video2dataset", help="WebDataset tars as video2dataset writes them (mp4 + txt/json per key)")
     v2d.add_argument("tars", nargs="+")
     v2d.add_argument("--media-dir", required=True, help="where the videos are extracted")
@@ -42,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = kinds.add_parser("corpus", help="a generated corpus (annotations.jsonl + videos/)")
     corpus.add_argument("corpus_dir")
     corpus.add_argument("--dataset", default="synthetic")
+    corpus.add_argument("--allow-outside-root", action="store_true",
+                        help="let records name files outside CORPUS_DIR (by default a recorded failure)")
 
     mix = sub.add_parser("mix", help="data mixes: named, weighted components")
     mixes = mix.add_subparsers(dest="mix_command", required=True)
@@ -89,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.kind == "folder":
                 from preprocessing.importers import import_folder
 
-                summary = import_folder(con, args.folder, args.annotations, dataset=args.dataset, default_split=args.split)
+                summary = import_folder(con, args.folder, args.annotations, dataset=args.dataset, default_split=args.split,
+                                        allow_outside_root=args.allow_outside_root)
             elif args.kind == "video2dataset":
                 from preprocessing.importers import import_video2dataset
 
@@ -97,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from preprocessing.manifest import import_corpus
 
-                summary = import_corpus(con, args.corpus_dir, dataset=args.dataset)
+                summary = import_corpus(con, args.corpus_dir, dataset=args.dataset,
+                                        allow_outside_root=args.allow_outside_root)
             print(f"in {summary.n_in}: imported {summary.n_imported}, unchanged {summary.n_skipped}, "
                   f"failed {summary.n_failed}" + (" (see `vljepa data failures`)" if summary.n_failed else ""))
             return 0
