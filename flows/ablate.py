@@ -192,7 +192,8 @@ def log_sweep(sweep: Sweep, result: SweepResult, run: RunConfig, *, flow_run_id:
 
     layout = run.layout()
     uri = layout.tracking_uri
-    mlflow.set_tracking_uri(uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(uri)
     experiment_id = ensure_experiment(EXPERIMENT_PREFIX + sweep.name, layout.artifact_root)
     client = MlflowClient()
     base_tags = {"ablation.sweep": sweep.name, "ablation.axis": sweep.axis}

@@ -234,7 +234,8 @@ def log_compare(result: CompareResult, run: RunConfig, cfg, flow_run_id: str | N
     from flows.tracking import ensure_experiment, flatten
 
     layout = run.layout()
-    mlflow.set_tracking_uri(layout.tracking_uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(layout.tracking_uri)
     experiment_id = ensure_experiment(EXPERIMENT, layout.artifact_root)
     out = Path(result.out_dir)
     ids = {}

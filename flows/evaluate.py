@@ -189,14 +189,19 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if run_id is not None:
         summary["mlflow"] = log_to_mlflow(run_id, tracking_uri, metrics, chance, out, checkpoint_dir,
-                                          out / "decoder", test, cfg)
+                                          out / "decoder", test, cfg, eval_key=Path(test_cache).resolve().name)
     return summary
 
 
 def log_to_mlflow(run_id: str, tracking_uri: str | None, metrics: dict[str, float], chance: dict[str, float],
-                  out: Path, checkpoint_dir: Path, decoder_dir: Path, test, cfg: EvalConfig) -> dict:
+                  out: Path, checkpoint_dir: Path, decoder_dir: Path, test, cfg: EvalConfig,
+                  eval_key: str | None = None) -> dict:
     """Metrics as ``eval/<task>/<metric>`` (+ ``eval_chance/...``), the results and plots as
-    artifacts under ``evaluation/``; then register the pyfunc and maybe promote it."""
+    artifacts under ``evaluation/``; then register the pyfunc and maybe promote it.
+
+    eval_key: the content key of the test tokens (``flows.registry``: versions evaluated on other
+    test sets are not compared). The log line says which version and aliases moved.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -204,7 +209,8 @@ def log_to_mlflow(run_id: str, tracking_uri: str | None, metrics: dict[str, floa
     from flows.registry import promote_if_better, register_run_model
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        from flows.tracking_store import use_tracking
+        use_tracking(tracking_uri)
     client = MlflowClient()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"eval/{k}": v for k, v in metrics.items()})
@@ -219,9 +225,16 @@ def log_to_mlflow(run_id: str, tracking_uri: str | None, metrics: dict[str, floa
         registration = register_run_model(
             client, name=cfg.registered_model, run_id=run_id, kind="embedding+decoder",
             log_model=lambda: log_pyfunc_model(str(checkpoint_dir), str(decoder_dir), name="vljepa_model",
-                                               tokens_example=example))
+                                               tokens_example=example), eval_key=eval_key)
         promotion = promote_if_better(client, name=cfg.registered_model, version=registration.version,
                                       metric=cfg.champion_metric, greater_is_better=cfg.greater_is_better)
+        moved = [f"{'registered' if registration.created else 'found'} {cfg.registered_model} version "
+                 f"{registration.version}",
+                 f"candidate -> {registration.version}" if registration.candidate else registration.note,
+                 f"champion -> {registration.version} ({promotion.reason})" if promotion.promoted else
+                 f"champion stays at version {promotion.champion_version} ({promotion.reason})"]
+        print(f"[registry] {'; '.join(moved)}", flush=True)
         info.update(version=registration.version, created=registration.created, promoted=promotion.promoted,
-                    champion_version=promotion.champion_version, promotion_reason=promotion.reason)
+                    candidate=registration.candidate, champion_version=promotion.champion_version,
+                    promotion_reason=promotion.reason, registry_log="; ".join(moved))
     return info

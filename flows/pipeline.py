@@ -88,7 +88,8 @@ class Tracked:
     model_version: str | None = None
     model_uri: str | None = None
     champion_version: str | None = None
-    promoted: bool = False
+    promoted: bool = False  # this run moved ``champion`` (never on a re-run that reused everything)
+    registry_log: str = ""  # which version and aliases this run touched
     ui_url: str | None = None
 
 
@@ -102,7 +103,8 @@ def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: Train
 
     model_key = Path(summary.checkpoint_dir).name
     experiment = run.experiment or EXPERIMENT
-    mlflow.set_tracking_uri(layout.tracking_uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(layout.tracking_uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         found = MlflowClient().search_runs([existing.experiment_id], max_results=1,
@@ -244,9 +246,13 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
                                                                   corpus_dir, tracked.run_id)
     registration = suite.get("mlflow", {})
     tracked.model_version = str(registration.get("version"))
-    tracked.model_uri = f"models:/{run.registered_model}@candidate"
+    tracked.model_uri = (f"models:/{run.registered_model}@candidate" if registration.get("candidate", True)
+                         else f"models:/{run.registered_model}/{tracked.model_version}")
     tracked.champion_version = str(registration.get("champion_version"))
-    tracked.promoted = bool(registration.get("promoted"))
+    reused_suite = bool(suite.get("reused"))  # registered by an earlier run: nothing moved now
+    tracked.promoted = bool(registration.get("promoted")) and not reused_suite
+    tracked.registry_log = ("nothing moved (registered by an earlier run of this model: version "
+                            f"{tracked.model_version})" if reused_suite else str(registration.get("registry_log", "")))
     tracked.ui_url = mlflow_run_url(layout.tracking_uri, tracked)
     return PipelineResult(
         run_name=run_name, preset=cfg.preset, phases=list(phases), metrics=evaluation.metrics,
@@ -287,4 +293,6 @@ def format_report(result: PipelineResult) -> str:
         lines.append(f"  reused (nothing changed): {', '.join(result.reused_stages)}")
     promoted = " → promoted to champion" if result.mlflow.promoted else ""
     lines.append(f"  registered: {result.mlflow.model_uri} (version {result.mlflow.model_version}){promoted}")
+    if result.mlflow.registry_log:
+        lines.append(f"  registry: {result.mlflow.registry_log}")
     return "\n".join(lines)

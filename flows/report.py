@@ -7,7 +7,8 @@ def latest_run_report(tracking_uri: str, experiment: str = "vljepa-pretrain", *,
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}: has pretrain/full run?")

@@ -145,7 +145,8 @@ def resolve_model(registered_model: str, alias: str, tracking_uri: str):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(tracking_uri)
     version = MlflowClient().get_model_version_by_alias(registered_model, alias)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
     return pyfunc.model, getattr(pyfunc, "decoder", None), version.run_id, str(version.version)

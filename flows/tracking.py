@@ -76,7 +76,8 @@ def log_and_register(*, tracking_uri: str, experiment: str, registered_model: st
     from flows.mlflow_model import log_pyfunc_model
     from flows.registry import CANDIDATE_ALIAS, register_run_model
 
-    mlflow.set_tracking_uri(tracking_uri)
+    from flows.tracking_store import use_tracking
+    use_tracking(tracking_uri)
     # A local SQLite store has no server-side artifact root: keep artifacts beside the DB.
     experiment_id = ensure_experiment(experiment, artifact_root if tracking_uri.startswith("sqlite") else None)
     client = MlflowClient()

@@ -86,7 +86,8 @@ class MlflowTracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(spec.tracking_uri)
+        from flows.tracking_store import use_tracking
+        use_tracking(spec.tracking_uri)
         client = MlflowClient(spec.tracking_uri)
         previous = _previous_run(client, spec.tracking_uri, run_id_file)
         if previous is not None:

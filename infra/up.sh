@@ -73,6 +73,9 @@ check_port mlflow "$VLJEPA_MLFLOW_PORT"
 # The servers start side by side (each takes ~7-15 s); the worker needs the Prefect API.
 start prefect-server "$VLJEPA_PREFECT_PORT" \
   prefect server start --host 127.0.0.1 --port "$VLJEPA_PREFECT_PORT"
+# The server would create its SQLite store in place; a kill there leaves it half-migrated for good.
+# Build it whole first (or repair a half-made one): flows/tracking_store.py.
+(cd "$VLJEPA_ROOT" && "$VLJEPA_VENV/bin/python" -m flows.tracking_store "sqlite:///$VLJEPA_STATE_DIR/mlflow/mlflow.db")
 start mlflow "$VLJEPA_MLFLOW_PORT" \
   mlflow server --host 127.0.0.1 --port "$VLJEPA_MLFLOW_PORT" \
   --backend-store-uri "sqlite:///$VLJEPA_STATE_DIR/mlflow/mlflow.db" \

@@ -27,8 +27,8 @@ from typing import Any
 import duckdb
 
 from preprocessing.decode import DecodeError, VideoInfo, is_image_path, probe_video
-from preprocessing.rows import clean_row, media_path, valid_text
-from vljepa.files import canonical_json, canonical_sha256, file_sha256
+from preprocessing.rows import annotation_rows, check_caption, clean_row, media_path, optional_field, valid_text
+from vljepa.files import canonical_sha256, file_sha256
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 ANNOTATIONS_FILE = "annotations.jsonl"
@@ -116,40 +116,6 @@ def _read_records(annotations_path: Path) -> Iterator[_Record]:
             yield _Record(where, data, None)
 
 
-def _annotation_rows(source_id: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of `annotations` for one corpus record, with every parameter of insert_annotation."""
-    rows: list[dict[str, Any]] = []
-
-    def add(task: str, idx: int, **values: Any) -> None:
-        row = dict(source_id=source_id, task=task, idx=idx, text=None, question=None,
-                   answer=None, label=None, start_s=None, end_s=None, attributes=None)
-        row.update(values)
-        rows.append(row)
-
-    if record.get("caption") is not None:
-        add("caption", 0, text=str(record["caption"]))
-    if record.get("label") is not None:
-        add("classification", 0, label=str(record["label"]))
-    for idx, event in enumerate(record.get("events") or []):
-        start, end = float(event["start"]), float(event["end"])
-        if not start <= end:
-            raise ValueError(f"event {idx} ends before it starts ({start} > {end})")
-        rest = {k: v for k, v in event.items() if k not in ("start", "end", "caption")}
-        add("event", idx, text=event.get("caption"), start_s=start, end_s=end,
-            attributes=canonical_json(rest) if rest else None)
-    qas = record.get("qa") or []
-    if not isinstance(qas, list) or not all(isinstance(qa, Mapping) and {"question", "answer"} <= set(qa) for qa in qas):
-        raise ValueError(f"qa must be a list of {{\"question\": ..., \"answer\": ...}} objects, got {qas!r:.80}")
-    for idx, qa in enumerate(qas):
-        add("vqa", idx, question=str(qa["question"]), answer=str(qa["answer"]))
-    return rows
-
-
-def _optional(record: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = record.get(key)
-    return None if value is None else kind(value)
-
-
 def _needs_import(con: duckdb.DuckDBPyConnection, media_path: Path, record: Mapping[str, Any], dataset: str) -> bool:
     """True unless the manifest already holds this record with the same file, path and split."""
     try:
@@ -182,10 +148,10 @@ def _import_one(
         media = dict(duration=info.duration, fps=info.fps, width=info.width,
                      height=info.height, codec=info.codec)
     else:  # trust the corpus record; codec unknown
-        media = dict(duration=_optional(record, "duration", float), fps=_optional(record, "fps", float),
-                     width=_optional(record, "width", int), height=_optional(record, "height", int),
+        media = dict(duration=optional_field(record, "duration", float), fps=optional_field(record, "fps", float),
+                     width=optional_field(record, "width", int), height=optional_field(record, "height", int),
                      codec=None)
-    annotation_rows = _annotation_rows(source_id, record)
+    new_annotations = annotation_rows(source_id, record)
 
     con.begin()
     try:
@@ -194,8 +160,8 @@ def _import_one(
             record_hash=record_hash, kind=kind, **media,
         ))
         con.execute(load_sql("delete_annotations"), {"source_id": source_id})
-        if annotation_rows:
-            con.executemany(load_sql("insert_annotation"), annotation_rows)
+        if new_annotations:
+            con.executemany(load_sql("insert_annotation"), new_annotations)
         con.execute(load_sql("upsert_split"), {"source_id": source_id, "dataset": dataset, "split": split})
         con.execute(load_sql("clear_failure"), {"path": str(media_path), "stage": IMPORT_STAGE})
         con.commit()
@@ -230,14 +196,6 @@ def import_corpus(
     return import_records(con, corpus_dir, list(_read_records(annotations_path)), dataset=dataset,
                           probe=probe, probe_workers=probe_workers, origin=str(annotations_path),
                           allow_outside_root=allow_outside_root)
-
-
-def _check_caption(record: Mapping[str, Any]) -> None:
-    caption = record.get("caption")
-    if caption is None:
-        raise ValueError("missing caption")
-    if not str(caption).strip():
-        raise ValueError("empty caption")
 
 
 def import_records(
@@ -303,7 +261,7 @@ def import_records(
                 raise ValueError(f"clip_id {source_id!r} appears twice in {origin}")
             seen.add(source_id)
             if require_caption:
-                _check_caption(record)
+                check_caption(record)
             if path is None:
                 raise KeyError("path")
             if _import_one(con, path, record, dataset=dataset, probe=probe, probed=probes.get(index)):

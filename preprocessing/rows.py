@@ -1,4 +1,5 @@
-"""What an annotation row may make the importer do: valid text only, files inside the dataset only.
+"""Annotation rows: what one may make the importer do (valid text only, files inside the dataset
+only), and the manifest rows it becomes.
 
 - **Text.** JSON can hold a lone surrogate (``"\\udcff"``: what ``surrogateescape`` makes of a
   byte that is not UTF-8). It is not valid UTF-8, so hashing or storing the row fails. Every
@@ -16,6 +17,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from vljepa.files import canonical_json
 
 
 class OutsideRoot(ValueError):
@@ -72,3 +75,45 @@ def media_path(base_dir: Path, relative: object, *, allow_outside_root: bool = F
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise OSError(f"not a regular file (a FIFO, device or socket): {path}")
     return path
+
+
+def check_caption(record: Mapping[str, Any]) -> None:
+    caption = record.get("caption")
+    if caption is None:
+        raise ValueError("missing caption")
+    if not str(caption).strip():
+        raise ValueError("empty caption")
+
+
+def annotation_rows(source_id: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `annotations` for one corpus record, with every parameter of insert_annotation."""
+    rows: list[dict[str, Any]] = []
+
+    def add(task: str, idx: int, **values: Any) -> None:
+        row = dict(source_id=source_id, task=task, idx=idx, text=None, question=None,
+                   answer=None, label=None, start_s=None, end_s=None, attributes=None)
+        row.update(values)
+        rows.append(row)
+
+    if record.get("caption") is not None:
+        add("caption", 0, text=str(record["caption"]))
+    if record.get("label") is not None:
+        add("classification", 0, label=str(record["label"]))
+    for idx, event in enumerate(record.get("events") or []):
+        start, end = float(event["start"]), float(event["end"])
+        if not start <= end:
+            raise ValueError(f"event {idx} ends before it starts ({start} > {end})")
+        rest = {k: v for k, v in event.items() if k not in ("start", "end", "caption")}
+        add("event", idx, text=event.get("caption"), start_s=start, end_s=end,
+            attributes=canonical_json(rest) if rest else None)
+    qas = record.get("qa") or []
+    if not isinstance(qas, list) or not all(isinstance(qa, Mapping) and {"question", "answer"} <= set(qa) for qa in qas):
+        raise ValueError(f"qa must be a list of {{\"question\": ..., \"answer\": ...}} objects, got {qas!r:.80}")
+    for idx, qa in enumerate(qas):
+        add("vqa", idx, question=str(qa["question"]), answer=str(qa["answer"]))
+    return rows
+
+
+def optional_field(record: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = record.get(key)
+    return None if value is None else kind(value)

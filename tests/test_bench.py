@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from bench import run_all
-from bench.run_all import BenchResult, Goal, Ratio
+from bench.run_all import BenchResult
+from bench.table import Goal, Ratio
 from vljepa.files import temp_glob
 
 META = {"command": "python -m bench.run_all --quick", "quick": True, "started": "2026-01-01 00:00:00", "seconds": 12.5,

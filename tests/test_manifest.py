@@ -364,9 +364,7 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     records[0]["caption"] = "bad \udcff text"  # a lone surrogate: replaced, and noted
     (corpus / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     import_corpus(con, corpus)
-    from preprocessing.manifest import list_import_notes
-
-    assert "lone surrogates" in list_import_notes(con, str(corpus))[0]["note"]
+    assert "lone surrogates" in manifest_module.list_import_notes(con, str(corpus))[0]["note"]
     # The shard, failure and data-mix queries (preprocessing.mix calls manifest.load_sql).
     from preprocessing.manifest import list_failures, record_shards
     from preprocessing.mix import MixComponent, create_mix, draw, mix_stats

@@ -42,7 +42,8 @@ def first_run():
                           "--state-dir", str(PINNED_STATE), "--tracking-uri", run.tracking_uri, "--json"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    return run, json.loads(out.stdout[out.stdout.index("{"):])
+    assert "[prepare-corpus]" in out.stderr  # the stage log went to stderr: stdout is the JSON alone (| jq)
+    return run, json.loads(out.stdout)
 
 
 def test_content_keys_of_the_main_job_are_pinned(first_run):

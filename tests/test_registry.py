@@ -132,3 +132,28 @@ print(json.dumps({{"embedding": [list(map(float, e)) for e in out["embedding"]],
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model.predict(torch.from_numpy(tokens.reshape(2, -1, model.predictor.visual_proj.in_features))), dim=-1)
     assert np.allclose(np.asarray(served["embedding"]), expected.numpy(), atol=1e-4)
+
+
+def test_a_model_evaluated_on_another_test_set_moves_no_alias(client):
+    """A tiny model scoring 1.0 on its own 4-clip test split beside a small model (issue 18): it is
+    registered, but neither ``candidate`` nor ``champion`` leaves the small model; a better small
+    model on the small model's test set still takes both."""
+    def register(metric: float, eval_key: str):
+        run_id = _run_with(metric)
+        registration = register_run_model(client, name="m", run_id=run_id, kind="embedding", log_model=_log_constant,
+                                          eval_key=eval_key)
+        return registration, promote_if_better(client, name="m", version=registration.version,
+                                               metric="eval/retrieval/t2v_r1")
+
+    def aliases() -> tuple[str, str]:
+        return tuple(str(client.get_model_version_by_alias("m", a).version) for a in (CANDIDATE_ALIAS, CHAMPION_ALIAS))
+
+    small, promoted = register(0.58, "small-test-key")
+    assert small.candidate and promoted.promoted and aliases() == (small.version, small.version)
+    tiny, promoted = register(1.0, "tiny-test-key")
+    assert tiny.created and not tiny.candidate and "another test set" in tiny.note
+    assert not promoted.promoted and promoted.reason.startswith("not compared") and "another test set" in promoted.reason
+    assert aliases() == (small.version, small.version)
+    assert client.get_model_version("m", tiny.version).tags["vljepa.eval_key"] == "tiny-test-key"
+    better, promoted = register(0.61, "small-test-key")
+    assert better.candidate and promoted.promoted and aliases() == (better.version, better.version)

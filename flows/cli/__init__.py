@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli.common import ConfigError
+    from flows.cli.common import ConfigError, json_mode
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.module.main(args) or 0
+        with json_mode(bool(getattr(args, "json", False))):
+            return args.module.main(args) or 0
     except ConfigError as exc:  # a misspelt --set key, a bad preset or config file: say so, no traceback
         parser.exit(2, f"vljepa {args.command}: error: {exc}\n")
 

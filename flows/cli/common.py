@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 from flows.resolve import PRESET_NAMES, ConfigError, RunConfig, length_overrides
 
-__all__ = ["ConfigError", "add_config_arguments", "add_length_arguments", "add_state_arguments", "run_config"]
+__all__ = ["ConfigError", "add_config_arguments", "add_length_arguments", "add_state_arguments", "emit", "json_mode",
+           "run_config"]
+
+_RESULT_OUT: list[TextIO] = []  # the real stdout while a --json command runs
+
+
+@contextlib.contextmanager
+def json_mode(enabled: bool) -> Iterator[None]:
+    """``--json``: the command's JSON is all that reaches stdout, so ``| jq`` works.
+
+    While the command runs, file descriptor 1 points at stderr (stage logs, progress, warnings,
+    child processes that inherit it) and so does ``sys.stdout``; ``emit`` writes to the real stdout.
+    """
+    if not enabled:
+        yield
+        return
+    target = sys.stdout  # where the result goes: the process's stdout, or whatever replaced it (tests)
+    target.flush()
+    try:
+        on_fd1 = target.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # io.StringIO, pytest's capture
+        on_fd1 = False
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    out = os.fdopen(saved, "w", closefd=False) if on_fd1 else target
+    _RESULT_OUT.append(out)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _RESULT_OUT.pop()
+        out.flush()
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def emit(text: str) -> None:
+    """Print a command's result: to the real stdout under ``json_mode``, else to ``sys.stdout``."""
+    print(text, file=_RESULT_OUT[-1] if _RESULT_OUT else sys.stdout, flush=True)
 
 
 def add_config_arguments(p: argparse.ArgumentParser, *, default_preset: str = "small") -> None:

@@ -77,10 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `vljepa data` with ``argv``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flows.cli.common import json_mode
+
+    with json_mode(bool(getattr(args, "json", False))):
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "mix" and args.mix_command == "presets":
         return _print_presets()
     if args.command == "mix" and args.mix_command == "create":
         _check_create_args(args.create_parser, args)
+    from flows.cli.common import emit
     from flows.env import StateLayout
     from preprocessing.manifest import list_failures, open_manifest
 
@@ -121,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             stats = mix_stats(con, args.name, args.n_draws)
             if args.json:
-                print(json.dumps([s.__dict__ for s in stats], indent=2))
+                emit(json.dumps([s.__dict__ for s in stats], indent=2))
                 return 0
             print("share: expected fraction of draws; epochs: passes over the component's items in "
                   + (f"{args.n_draws:,} draws" if args.n_draws else "N draws (give --n-draws N)"))
@@ -134,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         rows = list_failures(con, args.stage)
         if args.json:
-            print(json.dumps(rows, indent=2, default=str))
+            emit(json.dumps(rows, indent=2, default=str))
         else:
             for row in rows:
                 print(f"{row['stage']:<8}{row['path']}\n        {row['error']}")

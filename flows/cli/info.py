@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from flows.cli.common import add_config_arguments, run_config
+from flows.cli.common import add_config_arguments, emit, run_config
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
 
         counts = parameter_counts(run.model_config())
         if args.json:
-            print(json.dumps(counts, indent=2))
+            emit(json.dumps(counts, indent=2))
         else:
             print(f"{'component':<10} {'total':>15} {'trainable':>15}")
             for name, c in counts.items():
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         workloads = paper_workloads(args.stage, args.phase, video_steps=args.video_steps or PHASE_1B_STEPS)
         result = plan(run.model_config(), workloads, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu,
                       precision=args.precision, live_x_encoder=not args.cached_tokens)
-        print(json.dumps(result, indent=2) if args.json else format_plan(result))
+        emit(json.dumps(result, indent=2) if args.json else format_plan(result))
     return 0
 
 

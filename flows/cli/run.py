@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, run_config
+from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, emit, run_config
 
 HELP = ("run the pretraining pipeline in this process (no Prefect needed): generate the corpus, cache frozen "
         "x-encoder tokens, train both stage-1 phases, evaluate on the held-out test split, register in MLflow")
@@ -28,5 +28,5 @@ def main(args: argparse.Namespace) -> int:
     from flows.pipeline import format_report, run_pipeline
 
     result = run_pipeline(run_config(args, launcher=args.launcher, engine=args.engine, phase=args.phase, nproc=args.nproc))
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
+    emit(json.dumps(result.to_dict(), indent=2) if args.json else format_report(result))
     return 0

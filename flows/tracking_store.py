@@ -1,0 +1,116 @@
+"""A local SQLite tracking store that a kill cannot leave half-made.
+
+MLflow creates a new SQLite store in place, through some fifty schema migrations. A process killed
+in between leaves tables without the final revision, and every later open fails with
+``sqlite3.OperationalError: table datasets already exists``. ``use_tracking`` (every flow calls it
+instead of ``mlflow.set_tracking_uri``) and ``infra/up.sh`` (before the MLflow server opens the
+store) run ``ensure_sqlite_store`` first:
+
+- a missing store is built under a temporary name and renamed into place, so a kill leaves at most
+  a temporary file (removed by the next call);
+- a store whose schema is not MLflow's head revision and that holds no run is moved aside
+  (``mlflow.db.broken-<time>``) and rebuilt, and the log says so;
+- a store with runs at an older revision is left alone: that is an upgrade (``mlflow db upgrade``),
+  and MLflow's own error says so.
+
+    python -m flows.tracking_store sqlite:///path/to/mlflow.db     # what infra/up.sh runs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PREFIX = "sqlite:///"
+
+
+def _state(path: Path) -> tuple[str | None, int]:
+    """(alembic revision or None, number of runs) of an existing SQLite file."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        except sqlite3.DatabaseError:
+            revision = None
+        try:
+            runs = int(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.DatabaseError:
+            runs = 0
+        return revision, runs
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One process at a time checks and builds the store (ranks and flows start together)."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(path: Path) -> None:
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"{PREFIX}{tmp}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(tmp, path)
+
+
+def ensure_sqlite_store(tracking_uri: str) -> str | None:
+    """Make ``tracking_uri``'s SQLite store whole (see the module docstring); what was done, or None."""
+    if not tracking_uri.startswith(PREFIX):
+        return None  # a tracking server, or another backend: not ours to build
+    path = Path(tracking_uri[len(PREFIX):])
+    if str(path) in ("", ":memory:"):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    with _locked(path):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # what a killed build left
+        if not path.exists():
+            _build(path)
+            return f"created tracking store {path}"
+        revision, runs = _state(path)
+        if revision == head or runs:
+            return None
+        broken = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, broken)
+        _build(path)
+        note = (f"tracking store {path} was half-made (schema {revision or 'none'}, MLflow's is {head}; no runs, "
+                f"likely a kill during its creation): moved to {broken.name} and rebuilt")
+        print(f"[tracking] {note}", file=sys.stderr, flush=True)
+        return note
+
+
+def use_tracking(tracking_uri: str) -> None:
+    """``mlflow.set_tracking_uri``, after ``ensure_sqlite_store``."""
+    import mlflow
+
+    ensure_sqlite_store(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(ensure_sqlite_store(sys.argv[1]) or f"tracking store {sys.argv[1]}: whole")

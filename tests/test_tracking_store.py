@@ -1,0 +1,88 @@
+"""The local SQLite tracking store survives a kill during its creation (flows/tracking_store.py)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.tracking_store import ensure_sqlite_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Builds the store through ensure_sqlite_store, but SIGKILLs itself once MLflow's first tables exist
+# and before its migrations ran: where a kill in `vljepa run`'s first MLflow call would land.
+KILL_INSIDE_BUILD = """
+import os, signal, sys
+from mlflow.store.db import utils
+def create_then_die(engine):
+    utils.InitialBase.metadata.create_all(engine)
+    os.kill(os.getpid(), signal.SIGKILL)
+utils._initialize_tables = create_then_die
+from flows.tracking_store import ensure_sqlite_store
+ensure_sqlite_store(sys.argv[1])
+"""
+
+
+def _experiments(uri: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", "import sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); "
+                          "print([e.name for e in mlflow.MlflowClient().search_experiments()])", uri],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return out.stdout.strip().splitlines()[-1:]
+
+
+def _half_migrated(uri: str, *, with_run: bool) -> Path:
+    """A store whose tables run ahead of its recorded schema revision, as a kill mid-migration leaves
+    it (Python's sqlite3 commits DDL as it goes): every later open of MLflow fails."""
+    code = ("import sys, mlflow; mlflow.set_tracking_uri(sys.argv[1]); c = mlflow.MlflowClient(); "
+            "c.search_experiments()" + ("; c.create_run('0')" if with_run else ""))
+    subprocess.run([sys.executable, "-c", code, uri], check=True, capture_output=True, timeout=300)
+    path = Path(uri.removeprefix("sqlite:///"))
+    con = sqlite3.connect(path)
+    con.execute("UPDATE alembic_version SET version_num = '3500859a5d39'")  # before the datasets tables
+    con.commit()
+    con.close()
+    return path
+
+
+def test_a_kill_inside_the_first_creation_leaves_nothing_half_made(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    out = subprocess.run([sys.executable, "-c", KILL_INSIDE_BUILD, uri], cwd=ROOT, capture_output=True, timeout=300)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    assert not (tmp_path / "mlflow" / "mlflow.db").exists()  # the half-built file has a temporary name
+    assert list((tmp_path / "mlflow").glob(".mlflow.db.*.tmp"))
+    assert ensure_sqlite_store(uri) == f"created tracking store {tmp_path}/mlflow/mlflow.db"
+    assert not list((tmp_path / "mlflow").glob(".mlflow.db.*.tmp"))
+    assert _experiments(uri) == ["['Default']"]
+    assert ensure_sqlite_store(uri) is None  # whole: nothing to do
+
+
+def test_a_half_migrated_store_without_runs_is_rebuilt_and_the_log_says_so(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = _half_migrated(uri, with_run=False)
+    with pytest.raises(RuntimeError, match="out-of-date database schema"):
+        _experiments(uri)  # what every re-run met before
+    note = ensure_sqlite_store(uri)
+    assert note is not None and "half-made" in note and "rebuilt" in note
+    assert "half-made" in capsys.readouterr().err
+    assert _experiments(uri) == ["['Default']"]
+    assert len(list(tmp_path.glob("mlflow.db.broken-*"))) == 1  # kept, not deleted
+    assert path.is_file()
+
+
+def test_a_store_with_runs_is_never_rebuilt(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    path = _half_migrated(uri, with_run=True)
+    before = path.read_bytes()
+    assert ensure_sqlite_store(uri) is None  # an upgrade is the user's call (mlflow db upgrade)
+    assert path.read_bytes() == before and not list(tmp_path.glob("mlflow.db.broken-*"))
+
+
+def test_other_backends_are_not_touched():
+    assert ensure_sqlite_store("http://127.0.0.1:5000") is None
