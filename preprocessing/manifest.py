@@ -364,6 +364,15 @@ def list_import_notes(con: duckdb.DuckDBPyConnection, prefix: str | None = None)
     return [dict(zip(columns, row)) for row in result.fetchall()]
 
 
+def failure_reason(error: str) -> str:
+    """The kind of a recorded error, for grouping: its first clause, without the annotation line,
+    paths or numbers ("outside the dataset folder", "clip too short", "ffprobe failed", ...)."""
+    text = re.sub(r"\s*\[[^\]]*:\d+\]$", "", str(error))  # the "[annotations.jsonl:12]" suffix
+    head = re.split(r":\s", text, maxsplit=1)[0]
+    head = re.sub(r"'[^']*'|\"[^\"]*\"|/\S+", "…", head)  # quoted values and paths
+    return re.sub(r"\d+", "N", head).strip() or "unknown"
+
+
 def list_failures(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> list[dict[str, Any]]:
     """Recorded failures (all stages, or one), ordered by stage then path."""
     result = con.execute(load_sql("select_failures"), {"stage": stage})

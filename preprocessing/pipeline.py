@@ -20,6 +20,7 @@ import torch
 
 from preprocessing.decode import DecodeError, frames_to_tensor
 from preprocessing.encode import ClipRef
+from preprocessing.reuse import CachedClips, settings_key
 from preprocessing.sampling import Sample, SamplingConfig, sample_clip, sample_clips
 from preprocessing.shards import ShardedCache, ShardFormat, TokenRecord
 from vljepa.files import canonical_sha256
@@ -57,6 +58,7 @@ class PreprocessResult:
     failures: list[Failure] = field(default_factory=list)
     cached_source_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    n_reused_sources: int = 0  # clips whose tokens came from another cache (preprocessing.reuse), not encoded
 
     @property
     def n_failed_sources(self) -> int:
@@ -171,13 +173,18 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
               config: dict[str, Any] | None = None) -> PreprocessResult:
     """Decode (thread pool), encode (main thread, batched) and shard-cache ``clips``.
 
-    A no-op returning the existing cache when its key is complete on disk.
+    A no-op returning the existing cache when its key is complete on disk. Clips that another
+    complete cache under the same root holds with the same settings are copied from it, not
+    decoded or encoded (``preprocessing.reuse``); the records come out in the same order either way.
     """
     start = time.perf_counter()
     store = ShardedCache(cache.root)
     key = sharded_cache_key(encoder, sampling, cache, clips)
     if store.exists(key):
         return result_from_index(store, key, n_in=len(clips))
+    settings = settings_key(encoder, sampling)
+    reusable = CachedClips(store.root, settings, {(c.sample_id, c.content_hash) for c in clips})
+    n_reused = 0
     spec = encoder.spec
     writer = store.writer(key, fmt=cache.format, shard_size=cache.shard_size, encoder_id=encoder.encoder_id)
     failures: list[Failure] = []
@@ -201,12 +208,29 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
         pending.clear()
 
     def decode(chunk: list[ClipRef]):
-        return zip(chunk, decode_items(chunk, sampling, size=spec.image_size, num_frames=spec.num_frames))
+        fresh = [k for k, c in enumerate(chunk) if (c.sample_id, c.content_hash) not in reusable]
+        decoded = decode_items([chunk[k] for k in fresh], sampling, size=spec.image_size, num_frames=spec.num_frames)
+        got = dict(zip(fresh, decoded))
+        return [(clip, got.get(k)) for k, clip in enumerate(chunk)]  # None: copy its tokens instead
 
     bar = _progress(len(clips)) if progress else None
     chunks = [clips[at:at + DECODE_CHUNK] for at in range(0, len(clips), DECODE_CHUNK)]
     with ThreadPoolExecutor(max_workers=decode_workers) as pool:
-        for clip, (samples, failure) in (item for done in pool.map(decode, chunks) for item in done):
+        for clip, got in (item for done in pool.map(decode, chunks) for item in done):
+            if got is None:
+                records = reusable.take(clip.sample_id, clip.content_hash)
+                if records:
+                    flush()  # what was decoded before this clip is written before it
+                    for record in records:
+                        writer.add(record)
+                        cached[clip.sample_id] = cached.get(clip.sample_id, 0) + 1
+                        n_frames += len(record.timestamps)
+                    n_reused += 1
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                got = decode_items([clip], sampling, size=spec.image_size, num_frames=spec.num_frames)[0]
+            samples, failure = got
             if failure is not None:
                 failures.append(failure)
             for sample in samples:
@@ -219,7 +243,11 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
         flush()
     if bar is not None:
         bar.close()
-    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start)
+    hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
+    result = _finish(writer, store, key, {**(config or {}), "settings_key": settings, "clip_hashes": hashes},
+                     sampling, cache, clips, cached, failures, n_frames, start)
+    result.n_reused_sources = n_reused
+    return result
 
 
 def _progress(total: int):

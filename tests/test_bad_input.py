@@ -83,12 +83,38 @@ def test_counts_in_equal_cached_plus_failed(messy, tmp_path, tiny_cfg):
     assert again.reused and again.n_cached_sources == 8 and again.n_failed_sources == result.n_failed_sources
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
-def test_unreadable_file_is_a_failure(tmp_path):
-    path = make_h264(tmp_path / "locked.mp4", 1.0)
-    path.chmod(0)
-    from preprocessing.pipeline import decode_item
-    from preprocessing.encode import ClipRef
+UNREADABLE = """
+import json, sys
+from preprocessing.encode import ClipRef
+from preprocessing.pipeline import decode_item
+from preprocessing.sampling import SamplingConfig
+out = {}
+for name in sys.argv[1:]:
+    samples, failure = decode_item(ClipRef(name, name, "x"), SamplingConfig(num_frames=2), size=32, num_frames=2)
+    out[name] = {"samples": len(samples), "stage": failure and failure.stage, "error": failure and failure.error}
+print(json.dumps(out))
+"""
 
-    samples, failure = decode_item(ClipRef("locked", str(path), "x"), SamplingConfig(num_frames=2), size=32, num_frames=2)
-    assert samples == [] and failure is not None and failure.stage == "decode"
+
+def test_unreadable_file_is_a_failure(tmp_path):
+    """A file without read permission fails at decode with the reason, and a readable one beside it
+    does not. Root reads any file, so under root the check runs in a child without the capabilities
+    that override file permissions (setpriv: CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped)."""
+    import shutil
+    import subprocess
+    import sys
+
+    locked = make_h264(tmp_path / "locked.mp4", 1.0)
+    readable = make_h264(tmp_path / "readable.mp4", 1.0)
+    locked.chmod(0)
+    command = [sys.executable, "-c", UNREADABLE, str(locked), str(readable)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.fail("setpriv (util-linux) is needed to drop root's file-permission override")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out[str(readable)] == {"samples": 1, "stage": None, "error": None}
+    assert out[str(locked)]["samples"] == 0 and out[str(locked)]["stage"] == "decode"
+    assert "Permission denied" in out[str(locked)]["error"]

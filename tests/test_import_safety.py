@@ -131,3 +131,23 @@ def test_allow_outside_root_lifts_the_confinement(folder, tmp_path):
     allowed = import_folder(con, root, annotations, dataset="b", probe=False, allow_outside_root=True)
     con.close()
     assert allowed.n_failed == strict.n_failed - 3  # ../, the absolute path and the symlink now import
+
+
+def test_failures_are_grouped_by_reason_with_counts(folder, tmp_path, capsys):
+    from flows.cli.data import main as data_main
+
+    root, annotations, _, _ = folder
+    db = str(tmp_path / "m.duckdb")
+    con = open_manifest(db)
+    import_folder(con, root, annotations, dataset="unsafe", probe=False)
+    con.close()
+    capsys.readouterr()
+    assert data_main(["--manifest", db, "failures"]) == 0
+    out = capsys.readouterr().out
+    groups = {line.split(None, 2)[2]: int(line.split()[0]) for line in out.splitlines()
+              if line[:6].strip().isdigit()}
+    assert groups["outside the dataset folder"] == 3 and groups["malformed JSON"] == 1
+    assert sum(groups.values()) == 12 and out.rstrip().endswith("12 failure(s)")
+    assert data_main(["--manifest", db, "failures", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)  # the JSON alone on stdout
+    assert len(rows) == 12 and sum(r["reason"] == "outside the dataset folder" for r in rows) == 3

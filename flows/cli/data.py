@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n-draws", type=int, help="training draws, to compute epochs per component")
     show.add_argument("--json", action="store_true")
 
-    failures = sub.add_parser("failures", help="list recorded failures")
+    failures = sub.add_parser("failures", help="recorded failures, grouped by reason with counts")
     failures.add_argument("--stage", help="only this stage (import, decode, encode)")
-    failures.add_argument("--json", action="store_true")
+    failures.add_argument("--all", action="store_true", help="every failure with its full error, not the groups")
+    failures.add_argument("--json", action="store_true", help="every failure as JSON (with its reason)")
     return parser
 
 
@@ -140,13 +141,25 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 print(f"{s.component:<16}{s.task:<16}{s.dataset + '/' + s.split:<24}{s.share:>7.3f}"
                       f"{s.n_items:>8}{s.n_sources:>8}{tokens:>12}{epochs:>9}")
             return 0
-        rows = list_failures(con, args.stage)
+        from preprocessing.manifest import failure_reason
+
+        rows = [{**row, "reason": failure_reason(row["error"])} for row in list_failures(con, args.stage)]
         if args.json:
             emit(json.dumps(rows, indent=2, default=str))
-        else:
+        elif args.all:
             for row in rows:
                 print(f"{row['stage']:<8}{row['path']}\n        {row['error']}")
-            print(f"{len(rows)} failure(s)")
+        else:
+            groups: dict[tuple[str, str], list[dict]] = {}
+            for row in rows:
+                groups.setdefault((row["stage"], row["reason"]), []).append(row)
+            for (stage, reason), members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+                print(f"{len(members):>6}  {stage:<7} {reason}")
+                for row in members[:3]:
+                    print(f"{'':>16}{row['path']}")
+                if len(members) > 3:
+                    print(f"{'':>16}… {len(members) - 3} more (--all lists every one, with its error)")
+        print(f"{len(rows)} failure(s)", file=sys.stderr if args.json else sys.stdout)
         return 0
     finally:
         con.close()
