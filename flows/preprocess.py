@@ -134,3 +134,44 @@ def run_preprocess(job: PreprocessJob, *, stage: StageWrapper = direct) -> Prepr
                                        ray_address=job.ray_address, decode_workers=job.decode_workers,
                                        progress=job.progress)
     return summary
+
+
+def preprocess_job(run, source: str, *, kind: SourceKind = "corpus", dataset: str = "synthetic",
+                   annotations: str | None = None, media_dir: str | None = None,
+                   splits: tuple[str, ...] = ("train", "val", "test"), manifest: str | None = None,
+                   cache_root: str | None = None, cache_format: Literal["parquet", "webdataset"] = "parquet",
+                   shard_size: int | None = None, sampling_strategy: Literal["uniform", "fps", "sliding"] = "uniform",
+                   ray_address: str | None = None, allow_outside_root: bool = False,
+                   progress: bool = False) -> PreprocessJob:
+    """The ``PreprocessJob`` of a ``flows.resolve.RunConfig`` (its x-encoder, state dir and engine): what
+    ``vljepa preprocess`` and the ``preprocess`` flow run."""
+    from preprocessing.sampling import SamplingConfig
+
+    cfg, layout = run.model_config(), run.layout()
+    frames = cfg.x_encoder.num_frames
+    return PreprocessJob(manifest=manifest or str(layout.manifest), source=source, kind=kind,
+                         cache_root=cache_root or str(layout.shard_cache), x_encoder=cfg.x_encoder, dataset=dataset,
+                         annotations=annotations, media_dir=media_dir, allow_outside_root=allow_outside_root,
+                         splits=tuple(splits), cache_format=cache_format, shard_size=shard_size, engine=run.engine,
+                         ray_address=ray_address, progress=progress,
+                         sampling=SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames))
+
+
+def summary_lines(summary: PreprocessSummary) -> list[str]:
+    """What a preprocess run did, for people: the import, then per split cached / failed by reason."""
+    from collections import Counter
+
+    from preprocessing.manifest import failure_reason
+
+    imported = summary.imported
+    lines = [f"import: {imported.n_in} rows: {imported.n_imported} imported, {imported.n_skipped} unchanged, "
+             f"{imported.n_failed} failed" + (" (`vljepa data failures`)" if imported.n_failed else "")]
+    for split, result in summary.caches.items():
+        how = ("reused (nothing changed)" if result.reused else
+               f"{result.seconds:.0f} s" + (f", {result.n_reused_sources} clips copied from other caches"
+                                            if result.n_reused_sources else ""))
+        lines.append(f"tokens {split}: {result.n_in} clips: {result.n_cached_sources} cached ({result.n_samples} "
+                     f"samples), {result.n_failed_sources} failed; {how}; {result.cache_dir}")
+        reasons = Counter(failure_reason(f.error) for f in result.failures)
+        lines += [f"    {n:>5} x {reason}" for reason, n in reasons.most_common()]
+    return lines

@@ -151,3 +151,20 @@ def test_failures_are_grouped_by_reason_with_counts(folder, tmp_path, capsys):
     assert data_main(["--manifest", db, "failures", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)  # the JSON alone on stdout
     assert len(rows) == 12 and sum(r["reason"] == "outside the dataset folder" for r in rows) == 3
+
+
+def test_vljepa_preprocess_imports_caches_and_says_what_failed(folder, tmp_path, capsys):
+    """The README's `vljepa preprocess FOLDER --annotations FILE` on the folder above (tiny encoder)."""
+    from flows.cli import main
+
+    root, annotations, _, _ = folder
+    argv = ["preprocess", str(root), "--annotations", str(annotations), "--preset", "tiny", "--splits", "train",
+            "--state-dir", str(tmp_path / "state")]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # the JSON alone on stdout
+    assert out["import"] == {"n_in": 18, "n_imported": 6, "n_skipped": 0, "n_failed": 12}
+    train = out["caches"]["train"]
+    assert (train["n_in"], train["n_cached"], train["n_failed"], train["reused"]) == (6, 6, 0, False)
+    assert main(argv) == 0  # again: nothing changes, the summary says so
+    text = capsys.readouterr().out
+    assert "18 rows: 0 imported, 6 unchanged, 12 failed" in text and "reused (nothing changed)" in text

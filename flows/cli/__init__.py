@@ -14,7 +14,8 @@ import sys
 
 # Sub-command -> module of this package (an explicit table: the order is the order of --help).
 COMMANDS = {
-    "run": "run", "train": "train", "evaluate": "evaluate", "stream": "stream", "compare": "compare", "ablate": "ablate",
+    "run": "run", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate", "stream": "stream",
+    "compare": "compare", "ablate": "ablate",
     "config": "info", "params": "info", "plan": "info", "report": "report", "deploy": "deploy",
 }
 # Sub-commands with a parser of their own in preprocessing/ (they take no model config).

@@ -9,7 +9,7 @@ from typing import Literal
 from prefect import flow
 
 from flows.prefect_flows.tasks import as_task
-from flows.preprocess import PreprocessJob, run_preprocess
+from flows.preprocess import preprocess_job, run_preprocess, summary_lines
 from flows.resolve import RunConfig
 
 
@@ -21,31 +21,27 @@ def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] =
                cache_root: str | None = None, cache_format: Literal["parquet", "webdataset"] = "parquet",
                shard_size: int | None = None, sampling_strategy: Literal["uniform", "fps", "sliding"] = "uniform",
                engine: Literal["local", "ray"] = "local", ray_address: str | None = None,
-               state_dir: str | None = None) -> dict:
+               allow_outside_root: bool = False, state_dir: str | None = None) -> dict:
     """Import ``source`` into the manifest and cache frozen-encoder tokens of each split.
 
     Args:
         preset / config_path / overrides: the config whose ``x_encoder`` encodes (``--set x_encoder.weights=DIR``).
         manifest / cache_root: default: the state dir's manifest and token cache.
         sampling_strategy: how frames are picked (``preprocessing.sampling``): uniform = the encoder's frames.
+        allow_outside_root: annotation rows may name files outside the source folder.
     """
-    from preprocessing.sampling import SamplingConfig
-
     run = RunConfig(preset=preset, config_path=config_path, overrides=tuple(overrides or ()), engine=engine,
                     state_dir=state_dir)
-    cfg, layout = run.model_config(), run.layout()
-    frames = cfg.x_encoder.num_frames
-    job = PreprocessJob(manifest=manifest or str(layout.manifest), source=source, kind=kind,
-                        cache_root=cache_root or str(layout.shard_cache), x_encoder=cfg.x_encoder, dataset=dataset,
-                        annotations=annotations, media_dir=media_dir, splits=tuple(splits or ("train", "val", "test")),
-                        cache_format=cache_format, shard_size=shard_size, engine=engine, ray_address=ray_address,
-                        sampling=SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames))
+    job = preprocess_job(run, source, kind=kind, dataset=dataset, annotations=annotations, media_dir=media_dir,
+                         splits=tuple(splits or ("train", "val", "test")), manifest=manifest, cache_root=cache_root,
+                         cache_format=cache_format, shard_size=shard_size, sampling_strategy=sampling_strategy,
+                         ray_address=ray_address, allow_outside_root=allow_outside_root)
     summary = run_preprocess(job, stage=as_task)
-    print(f"import: {summary.imported}")
+    for line in summary_lines(summary):
+        print(line)
     caches = {}
     for split, result in summary.caches.items():
         caches[split] = {"cache_key": result.cache_key, "cache_dir": str(result.cache_dir), "reused": result.reused,
                          "n_in": result.n_in, "n_cached": result.n_cached_sources,
                          "n_failed": result.n_failed_sources, "n_samples": result.n_samples}
-        print(f"tokens {split}: {caches[split]}")
     return {"import": vars(summary.imported), "caches": caches}

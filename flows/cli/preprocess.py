@@ -1,0 +1,58 @@
+"""``vljepa preprocess``: import a dataset, then decode, sample, encode and cache its tokens per split
+(``flows.preprocess.run_preprocess``, the ``preprocess/full`` deployment's stage, in this process)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from flows.cli.common import add_config_arguments, add_state_arguments, emit, run_config
+
+HELP = ("import a dataset into the manifest and cache its frozen x-encoder tokens per split (a progress bar "
+        "with clips/s and ETA; a summary of cached / failed by reason)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a corpus directory, a folder of videos/images (with --annotations), or a "
+                                  "video2dataset tar (with --media-dir)")
+    p.add_argument("--kind", choices=["corpus", "folder", "video2dataset"], default=None,
+                   help="default: folder when --annotations is given, video2dataset for a .tar, else corpus")
+    p.add_argument("--annotations", default=None, help="folder: CSV or JSONL (path, caption[, split, label, "
+                                                        "question, answer])")
+    p.add_argument("--media-dir", default=None, help="video2dataset: where the videos are extracted")
+    p.add_argument("--dataset", default=None, help="dataset name in the manifest (default: the source's name)")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--format", choices=["parquet", "webdataset"], default="parquet", dest="cache_format")
+    p.add_argument("--shard-size", type=int, default=None, help="samples per shard (default 512)")
+    p.add_argument("--sampling", choices=["uniform", "fps", "sliding"], default="uniform",
+                   help="uniform: the x-encoder's frames per clip (paper: 16)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="let annotation rows name files outside the source folder")
+    add_config_arguments(p)
+    add_state_arguments(p, tracking=False)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.preprocess import preprocess_job, run_preprocess, summary_lines
+
+    kind = args.kind or ("folder" if args.annotations else "video2dataset" if args.source.endswith(".tar")
+                         else "corpus")
+    dataset = args.dataset or ("synthetic" if kind == "corpus" else Path(args.source).stem)
+    job = preprocess_job(run_config(args, engine=args.engine), args.source, kind=kind, dataset=dataset,
+                         annotations=args.annotations, media_dir=args.media_dir, splits=tuple(args.splits),
+                         cache_format=args.cache_format, shard_size=args.shard_size, sampling_strategy=args.sampling,
+                         allow_outside_root=args.allow_outside_root, progress=not args.json)
+    summary = run_preprocess(job)
+    if args.json:
+        emit(json.dumps({"import": vars(summary.imported), "caches": {
+            split: {"cache_dir": str(r.cache_dir), "reused": r.reused, "n_in": r.n_in, "n_cached": r.n_cached_sources,
+                    "n_failed": r.n_failed_sources, "n_samples": r.n_samples, "n_reused_clips": r.n_reused_sources,
+                    "failures": [vars(f) for f in r.failures]}
+            for split, r in summary.caches.items()}}, indent=2))
+    else:
+        emit("\n".join(summary_lines(summary)))
+    return 0
