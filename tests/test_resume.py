@@ -24,8 +24,18 @@ DRIVER = textwrap.dedent("""
     from vljepa.data import TokenTextDataset
     from vljepa.train import train
 
+    # A cosine schedule (the lr differs at every step past the kill) over shuffled batches (the
+    # order differs every epoch of 20 samples): a resume that lost either state cannot match.
     cfg = replace(get_preset("tiny"), **{"train.max_steps": 12, "train.checkpoint_every": 3,
-                                         "train.num_threads": 1, "train.batch_size": 8})
+                                         "train.num_threads": 1, "train.batch_size": 8,
+                                         "train.schedule": "cosine", "train.warmup_steps": 2})
+    skip = os.environ.get("SKIP_RESTORE")  # the controls: a resume that forgets one state
+    if skip == "scheduler":
+        import torch
+        torch.optim.lr_scheduler.LambdaLR.load_state_dict = lambda self, state: None
+    elif skip == "data":
+        from vljepa.feed import IndexFeed
+        IndexFeed.load_state_dict = lambda self, state: None
     rng = np.random.default_rng(0)
     texts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cube", "ring")]
     data = TokenTextDataset([str(i) for i in range(20)], rng.standard_normal((20, 8, 32)).astype(np.float16), texts)
@@ -34,10 +44,10 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def run_driver(tmp_path: Path, out: Path, delay: float = 0.0) -> subprocess.Popen:
+def run_driver(tmp_path: Path, out: Path, delay: float = 0.0, skip: str = "") -> subprocess.Popen:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO), "SKIP_RESTORE": skip}
     return subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -128,22 +138,30 @@ def final_state(out: Path) -> tuple[dict[str, torch.Tensor], list[float]]:
     return load_file(str(out / "model.safetensors")), history
 
 
-def test_sigkill_mid_training_then_resume_is_bit_exact(tmp_path):
-    straight = run_driver(tmp_path, tmp_path / "straight")
-    killed = run_driver(tmp_path, tmp_path / "killed", delay=0.5)
-    assert straight.wait(timeout=120) == 0, straight.stdout.read().decode()
+def kill_and_resume(tmp_path: Path, out: Path, skip: str = "") -> dict:
+    """Start the driver, SIGKILL it between its 2nd and 3rd checkpoints, resume it (forgetting the
+    ``skip`` state, for the controls); the resumed run's train_summary.json."""
+    killed = run_driver(tmp_path, out, delay=0.5)
     deadline = time.time() + 90
-    while not (tmp_path / "killed" / "checkpoints" / "step-00000006").exists():
+    while not (out / "checkpoints" / "step-00000006").exists():
         assert killed.poll() is None and time.time() < deadline, "driver ended before its 2nd checkpoint"
         time.sleep(0.05)
     time.sleep(0.7)  # land between checkpoints: after step 7 or so, before step 9's checkpoint
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before the kill"
-    resumed = run_driver(tmp_path, tmp_path / "killed")
+    assert not (out / "model.safetensors").exists(), "the run finished before the kill"
+    resumed = run_driver(tmp_path, out, skip=skip)
     assert resumed.wait(timeout=120) == 0, resumed.stdout.read().decode()
+    return json.loads((out / "train_summary.json").read_text())
 
-    summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
+
+def test_sigkill_mid_training_then_resume_is_bit_exact(tmp_path):
+    """Cosine lr and shuffled batches across the kill: the resumed run equals the uninterrupted one
+    bit for bit, and the two controls, each resuming without one state (the scheduler's, the data
+    order's), do not: the test fails if either restore is lost."""
+    straight = run_driver(tmp_path, tmp_path / "straight")
+    assert straight.wait(timeout=120) == 0, straight.stdout.read().decode()
+    summary = kill_and_resume(tmp_path, tmp_path / "killed")
     assert summary["resumed_from"] in (6, 9)
     weights_a, losses_a = final_state(tmp_path / "straight")
     weights_b, losses_b = final_state(tmp_path / "killed")
@@ -151,6 +169,12 @@ def test_sigkill_mid_training_then_resume_is_bit_exact(tmp_path):
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
         assert torch.equal(weights_a[name], weights_b[name]), name
+    for skip in ("scheduler", "data"):
+        control = kill_and_resume(tmp_path, tmp_path / f"no-{skip}", skip=skip)
+        weights_c, losses_c = final_state(tmp_path / f"no-{skip}")
+        resumed = control["resumed_from"]
+        assert losses_c[:resumed] == losses_a[:resumed] and losses_c[resumed:] != losses_a[resumed:], skip
+        assert any(not torch.equal(weights_a[n], weights_c[n]) for n in weights_a), skip
 
 
 class PoisonedData:
