@@ -188,8 +188,10 @@ def test_a_job_over_its_time_limit_requeues_itself_until_done(env, tmp_path):
     assert log.count("this job is timed-out") == len(runs) - 1
     assert 2 <= len(runs) <= max_requeues + 1 and runs[-1]["state"] == "COMPLETED"
     assert all(a["state"] == "REQUEUED" for a in runs[:-1])
-    # An allocation signalled before it got to training logs no resume line: at most one per requeue.
-    assert 1 <= len(resumed) <= len(runs) - 1 and resumed == sorted(resumed) and resumed[-1] < max_steps
+    # An allocation signalled before it got to training logs no resume line: at most one per requeue. One
+    # signalled after its step-3000 checkpoint but before the job ended has the next resume from 3000
+    # and only finish (seen in CI: resumed from [925, 2100, 3000]).
+    assert 1 <= len(resumed) <= len(runs) - 1 and resumed == sorted(resumed) and resumed[-1] <= max_steps
     assert summary["resumed_from"] == resumed[-1] and summary["steps"] == max_steps
 
 
