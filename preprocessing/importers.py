@@ -73,7 +73,7 @@ def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, ann
     failure, "outside the dataset folder", and its file is never opened).
     """
     folder = Path(folder).resolve()
-    annotations = Path(annotations)
+    annotations = Path(annotations).resolve()  # failures name its lines: absolute, as the files are
     if not annotations.is_file():
         raise FileNotFoundError(f"annotations file {annotations} not found")
     items = []

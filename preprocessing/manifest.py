@@ -365,12 +365,18 @@ def list_import_notes(con: duckdb.DuckDBPyConnection, prefix: str | None = None)
 
 
 def failure_reason(error: str) -> str:
-    """The kind of a recorded error, for grouping: its first clause, without the annotation line,
-    paths or numbers ("outside the dataset folder", "clip too short", "ffprobe failed", ...)."""
+    """The kind of a recorded error, for grouping: its first clause without the annotation line,
+    paths or numbers ("outside the dataset folder", "clip too short", ...); a tool's failure keeps
+    the tool's last words ("ffprobe failed: Invalid data found when processing input")."""
     text = re.sub(r"\s*\[[^\]]*:\d+\]$", "", str(error))  # the "[annotations.jsonl:12]" suffix
-    head = re.split(r":\s", text, maxsplit=1)[0]
-    head = re.sub(r"'[^']*'|\"[^\"]*\"|/\S+", "…", head)  # quoted values and paths
-    return re.sub(r"\d+", "N", head).strip() or "unknown"
+    text = re.sub(r"^cannot decode .+?: ", "", text)  # DecodeError's "cannot decode PATH: "
+    parts = [p for p in re.split(r":\s", text) if p and not p.startswith("/")]
+    if not parts:
+        return "unknown"
+    head = parts[0].split(" (")[0] if parts[0].count("(") > parts[0].count(")") else parts[0]  # "x (y: z)"
+    reason = head + (f": {parts[-1]}" if head.endswith("failed") and len(parts) > 1 else "")
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"|/\S+", "…", reason)  # quoted values and paths
+    return re.sub(r"\d+", "N", reason).strip() or "unknown"
 
 
 def list_failures(con: duckdb.DuckDBPyConnection, stage: str | None = None) -> list[dict[str, Any]]:

@@ -242,6 +242,7 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
                 bar.set_postfix(frames=n_frames)
         flush()
     if bar is not None:
+        bar.set_postfix(frames=n_frames)
         bar.close()
     hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
     result = _finish(writer, store, key, {**(config or {}), "settings_key": settings, "clip_hashes": hashes},

@@ -168,3 +168,20 @@ def test_vljepa_preprocess_imports_caches_and_says_what_failed(folder, tmp_path,
     assert main(argv) == 0  # again: nothing changes, the summary says so
     text = capsys.readouterr().out
     assert "18 rows: 0 imported, 6 unchanged, 12 failed" in text and "reused (nothing changed)" in text
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("cannot decode /a b/t.mp4: ffprobe failed: /a b/t.mp4: Invalid data found when processing input [/c.csv:14]",
+     "ffprobe failed: Invalid data found when processing input"),
+    ("outside the dataset folder: '../x' resolves to /a/x, not under /b (pass --allow-outside-root …) [/b/a.jsonl:5]",
+     "outside the dataset folder"),
+    ("cannot decode /x.mp4: no video stream (streams: audio)", "no video stream"),
+    ("cannot decode /x.mp4: file is empty (0 bytes)", "file is empty (N bytes)"),
+    ("clip too short: 2 decodable frames, 4 needed", "clip too short"),
+    ("malformed JSON: Expecting value: line 1 column 1 (char 0)", "malformed JSON"),
+    ("clip_id 'dup' appears twice in /x/annotations.jsonl [/x/annotations.jsonl:13]", "clip_id … appears twice in …"),
+])
+def test_failure_reasons_group_what_a_user_fixes_alike(error, reason):
+    from preprocessing.manifest import failure_reason
+
+    assert failure_reason(error) == reason
