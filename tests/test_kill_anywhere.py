@@ -1,0 +1,71 @@
+"""SIGKILL the main job inside each of its stages, re-run it, and get an uninterrupted run's metrics.
+
+One state directory is killed again and again: run k is SIGKILLed (its whole process group) after its
+k-th stage finished, half-way into stage k + 1 by an uninterrupted run's clock (at most 0.3 s in; the
+shortest stages of the tiny preset take 0.1-0.3 s, so a kill may land just past one of them): the
+manifest import, still images, token caching, both training phases, evaluation, MLflow tracking (whose
+first call creates the SQLite store; tests/test_tracking_store.py kills inside that creation itself)
+and registration. Each re-run picks up from what the kills left, and the last one must finish with the
+metrics of a run never interrupted. Not killed inside: the corpus generation (the first stage; its
+files are written whole, tests/test_corpus.py). Slow (~2 min): `bash infra/test.sh -m slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _argv(state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "run", "--preset", "tiny", "--launcher", "inline",
+            "--state-dir", str(state), "--tracking-uri", f"sqlite:///{state}/mlflow/mlflow.db", *extra]
+
+
+def _finish(state: Path) -> dict:
+    done = subprocess.run(_argv(state, "--json"), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def _kill_after(state: Path, stage: str, delay: float) -> bool:
+    """Run until ``stage`` says it is done (or reused), SIGKILL the process group ``delay`` s later: inside
+    the next stage. False if the run ended first."""
+    proc = subprocess.Popen(_argv(state), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(f"[{stage}] "):
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return proc.returncode == -signal.SIGKILL
+
+
+def _metrics(result: dict) -> dict:
+    return {**result["metrics"], **{f"suite/{k}": v for k, v in result["suite_metrics"].items()}}
+
+
+def test_a_kill_inside_any_stage_then_a_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    reference = _finish(tmp_path / "reference")
+    state = tmp_path / "killed"
+    stages = list(reference["stage_seconds"])  # in the order they ran
+    seconds = reference["stage_seconds"]
+    # half-way through the next stage by the uninterrupted run's clock (at most 0.3 s in)
+    killed_inside = [stages[k + 1] for k in range(len(stages) - 1)
+                     if _kill_after(state, stages[k], min(0.3, seconds[stages[k + 1]] / 2))]
+    resumed = _finish(state)
+    print(f"killed half-way into: {killed_inside}; their lengths uninterrupted: {seconds}")
+    assert killed_inside == stages[1:], killed_inside  # every stage after the first (the corpus)
+    assert _metrics(resumed) == _metrics(reference)
+    assert resumed["train_steps"] == reference["train_steps"]
