@@ -6,8 +6,8 @@ shortest stages of the tiny preset take 0.1-0.3 s, so a kill may land just past 
 manifest import, still images, token caching, both training phases, evaluation, MLflow tracking (whose
 first call creates the SQLite store; tests/test_tracking_store.py kills inside that creation itself)
 and registration. Each re-run picks up from what the kills left, and the last one must finish with the
-metrics of a run never interrupted. Not killed inside: the corpus generation (the first stage; its
-files are written whole, tests/test_corpus.py). Slow (~2 min): `bash infra/test.sh -m slow`.
+metrics of a run never interrupted. Not killed inside here: the corpus generation (the first stage,
+before any stage line is printed). Slow (~2 min): `bash infra/test.sh -m slow`.
 """
 
 from __future__ import annotations
