@@ -345,7 +345,7 @@ def test_read_only_open_shares_this_process_read_write_connection(tmp_path):
         writer.close()
 
 
-def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
+def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch, tmp_path):
     used: set[str] = set()
     real_load_sql = manifest_module.load_sql
 
@@ -379,18 +379,18 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch):
     from preprocessing.mix import component_samples
 
     assert component_samples(con, component, classification_query="what object is this?")
-    # Queries that other modules run against this schema (flows/selective.py): they must run.
-    if (SQL_DIR / "split_events.sql").exists():
-        con.execute(manifest_module.load_sql("split_events"), {"dataset": "synthetic", "split": "train", "min_events": 1})
-    if (SQL_DIR / "split_texts.sql").exists():
-        assert con.execute(manifest_module.load_sql("split_texts"), {"dataset": "synthetic", "split": "train"}).fetchall()
+    # The queries flows/loaders.py runs (selective decoding, the decoders, the task suite, SFT), through it.
+    import numpy as np
 
-    # The SFT and evaluation annotation queries (flows/stages.py, flows/evaluate.py).
-    params = {"dataset": "synthetic", "split": "train"}
-    assert con.execute(manifest_module.load_sql("task_annotations"), params).fetchall()
-    assert con.execute(manifest_module.load_sql("sft_annotations"),
-                       {**params, "classification_query": "what object is this?"}).fetchall()
+    from flows import loaders
+    from preprocessing.cache import write_token_cache
 
+    db, train = str(con.execute("PRAGMA database_list").fetchall()[0][2]), ["clip_000000", "clip_000002", "clip_000003"]
+    assert [c["source_id"] for c in loaders.event_clips(db, "train", min_events=2)] == train
+    assert loaders.caption_bank(db, "train") and loaders.annotations(db, "train")["clip_000000"]["qa"]
+    cache = write_token_cache(tmp_path / "train.parquet", sample_ids=train, tokens=np.zeros((3, 2, 4), np.float16),
+                              timestamps=np.zeros((3, 2)), encoder_id="e", metadata={})
+    assert len(loaders.load_sft_split(db, str(cache), "train")) > len(train)  # captions, labels and VQA pairs
     files = {p.stem for p in SQL_DIR.glob("*.sql")}
     assert used == files
     for name in files - {"schema"}:
