@@ -157,6 +157,13 @@ def preprocess_job(run, source: str, *, kind: SourceKind = "corpus", dataset: st
                          sampling=SamplingConfig(strategy=sampling_strategy, num_frames=frames, window=frames))
 
 
+def cache_summary(result) -> dict:
+    """One split's ``preprocessing.pipeline.PreprocessResult`` as JSON-able counts (flow result, ``--json``)."""
+    return {"cache_key": result.cache_key, "cache_dir": str(result.cache_dir), "reused": result.reused,
+            "n_in": result.n_in, "n_cached": result.n_cached_sources, "n_failed": result.n_failed_sources,
+            "n_samples": result.n_samples, "n_reused_clips": result.n_reused_sources}
+
+
 def summary_lines(summary: PreprocessSummary) -> list[str]:
     """What a preprocess run did, for people: the import, then per split cached / failed by reason."""
     from collections import Counter

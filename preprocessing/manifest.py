@@ -35,8 +35,8 @@ ANNOTATIONS_FILE = "annotations.jsonl"
 IMPORT_STAGE = "import"
 _SQL_NAME = re.compile(r"^[a-z0-9_]+$")
 # Errors that mean "this one record or file is bad": recorded and skipped. Any other error of one
-# row is recorded too, with its type (import_records): one bad row never costs the good ones.
-# (a DuckDB error, a bug) stops the import.
+# row (a DuckDB error, a bug) is recorded too, with its type (import_records): one bad row never
+# costs the good ones.
 _RECORD_ERRORS = (DecodeError, OSError, KeyError, TypeError, ValueError)
 
 
@@ -246,8 +246,9 @@ def import_records(
                 needed = False
             if needed:
                 probes[index] = pool.submit(probe_video, path)
-    for index, ((where, record, path, fixed), item) in enumerate(zip(rows, items)):
+    for index, ((line, record, path, fixed), item) in enumerate(zip(rows, items)):
         n_in += 1
+        where = line
         try:
             if item.error is not None:
                 raise ValueError(item.error)
@@ -275,8 +276,8 @@ def import_records(
             message = f"record has no field {err}" if isinstance(err, KeyError) else str(err)
             if not isinstance(err, _RECORD_ERRORS):
                 message = f"{type(err).__name__}: {message}"
-            if where != rows[index][0]:  # keyed by the file: say which annotation line it came from
-                message += f" [{rows[index][0]}]"
+            if where != line:  # keyed by the file: say which annotation line it came from
+                message += f" [{line}]"
             record_failure(con, where, IMPORT_STAGE, message)
             failed.append(where)
     if pool is not None:

@@ -20,7 +20,7 @@ import torch
 
 from preprocessing.decode import DecodeError, frames_to_tensor
 from preprocessing.encode import ClipRef
-from preprocessing.reuse import CachedClips, settings_key
+from preprocessing.reuse import CachedClips, settings_key, token_settings
 from preprocessing.sampling import Sample, SamplingConfig, sample_clip, sample_clips
 from preprocessing.shards import ShardedCache, ShardFormat, TokenRecord
 from vljepa.files import canonical_sha256
@@ -68,14 +68,8 @@ class PreprocessResult:
 def sharded_cache_key(encoder: Any, sampling: SamplingConfig, cache: CacheConfig, clips: list[ClipRef]) -> str:
     """Key over the encoder (id, weights hash, preprocessing, token layout), the sampling
     config, the shard format and size, and every clip's id and content hash."""
-    spec = encoder.spec
     return canonical_sha256({
-        "kind": "sharded-tokens/1",
-        "encoder_id": encoder.encoder_id, "weights": encoder.weights_hash(),
-        "num_frames": spec.num_frames, "image_size": spec.image_size,
-        "mean": list(spec.mean), "std": list(spec.std),
-        "num_tokens": encoder.num_tokens, "token_dim": encoder.token_dim,
-        "sampling": dataclasses.asdict(sampling),
+        "kind": "sharded-tokens/1", **token_settings(encoder, sampling),
         "format": cache.format, "shard_size": cache.shard_size,
         "clips": sorted((c.sample_id, c.content_hash) for c in clips),
     })
@@ -113,8 +107,8 @@ def decode_item(clip: ClipRef, sampling: SamplingConfig, *, size: int, num_frame
 def decode_items(clips: list[ClipRef], sampling: SamplingConfig, *, size: int,
                  num_frames: int) -> list[tuple[list[Sample], Failure | None]]:
     """``decode_item`` of each clip, images and uniform samples several to one ffmpeg process
-    (``preprocessing.sampling.sample_clips``: ~4x the clips/s of one process a clip for 2-second
-    clips here, ~9x for images; bench/decode_throughput.py). The same samples and failures."""
+    (``preprocessing.sampling.sample_clips``: ~2x the clips/s of one process a clip for 2-second
+    clips here, 7-11x for images; bench/bench_decode_batch.py). The same samples and failures."""
     decoded = sample_clips([(c.path, c.duration, c.fps) for c in clips], sampling, size=size, repeat_to=num_frames)
     return [_fitted(clip, got, sampling, num_frames) for clip, got in zip(clips, decoded)]
 

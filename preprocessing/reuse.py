@@ -21,15 +21,19 @@ from preprocessing.shards import INDEX_FILE, TokenRecord, read_shard
 from vljepa.files import canonical_sha256
 
 
-def settings_key(encoder: Any, sampling: Any) -> str:
-    """What makes two caches' tokens for one clip equal: everything in the cache key but the clips,
-    the shard format and the shard size."""
+def token_settings(encoder: Any, sampling: Any) -> dict[str, Any]:
+    """What makes two caches' tokens for one clip equal: the encoder (id, weights hash, preprocessing,
+    token layout) and the sampling config. ``pipeline.sharded_cache_key`` adds the shard format and
+    size and the clips."""
     spec = encoder.spec
-    return canonical_sha256({
-        "kind": "clip-tokens/1", "encoder_id": encoder.encoder_id, "weights": encoder.weights_hash(),
-        "num_frames": spec.num_frames, "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
-        "num_tokens": encoder.num_tokens, "token_dim": encoder.token_dim, "sampling": dataclasses.asdict(sampling),
-    })
+    return {"encoder_id": encoder.encoder_id, "weights": encoder.weights_hash(),
+            "num_frames": spec.num_frames, "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
+            "num_tokens": encoder.num_tokens, "token_dim": encoder.token_dim, "sampling": dataclasses.asdict(sampling)}
+
+
+def settings_key(encoder: Any, sampling: Any) -> str:
+    """The content key of ``token_settings``: caches with equal keys hold equal tokens for a clip."""
+    return canonical_sha256({"kind": "clip-tokens/1", **token_settings(encoder, sampling)})
 
 
 class _Stream:
@@ -78,9 +82,6 @@ class CachedClips:
 
     def __contains__(self, clip: tuple[str, str]) -> bool:
         return clip in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
 
     def take(self, source_id: str, content_hash: str) -> list[TokenRecord]:
         """The clip's records from the cache that holds it (empty: not found in order; encode it)."""

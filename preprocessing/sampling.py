@@ -189,6 +189,12 @@ def sliding_windows(clip: DecodedClip, *, window: int, stride: int) -> list[Samp
             for k, s in enumerate(range(0, n - window + 1, stride))]
 
 
+def _image_samples(frames: np.ndarray, repeat_to: int | None) -> list[Sample]:
+    """An image's one sample: its first frame repeated to ``repeat_to`` frames, at time 0."""
+    count = repeat_to or 1
+    return [Sample(0, np.repeat(frames[:1], count, axis=0), np.zeros(count))]
+
+
 def sample_clip(path: str | os.PathLike, cfg: SamplingConfig, *, size: int, repeat_to: int | None = None,
                 duration: float | None = None, fps: float | None = None) -> list[Sample]:
     """All samples one file gives under ``cfg``, frames scaled and centre-cropped to ``size``.
@@ -203,8 +209,7 @@ def sample_clip(path: str | os.PathLike, cfg: SamplingConfig, *, size: int, repe
         frames, _ = _decode_all(path, size)
         if len(frames) == 0:
             raise DecodeError(path, "no decodable image")
-        count = repeat_to or 1
-        return [Sample(0, np.repeat(frames[:1], count, axis=0), np.zeros(count))]
+        return _image_samples(frames, repeat_to)
     if cfg.strategy == "uniform":
         clip = sample_uniform(path, num_frames=cfg.num_frames, size=size, allow_repeat=cfg.allow_repeat,
                               duration=duration, fps=fps)
@@ -251,8 +256,7 @@ def sample_clips(items: Sequence[tuple[str | os.PathLike, float | None, float | 
             frames, pts = got
             if kind == "image":
                 if len(frames):
-                    count = repeat_to or 1
-                    results[index] = [Sample(0, np.repeat(frames[:1], count, axis=0), np.zeros(count))]
+                    results[index] = _image_samples(frames, repeat_to)
                 continue
             try:
                 clip = (select.pick(frames, pts) if select is not None else

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from flows.preprocess import preprocess_job, run_preprocess, summary_lines
+    from flows.preprocess import cache_summary, preprocess_job, run_preprocess, summary_lines
 
     kind = args.kind or ("folder" if args.annotations else "video2dataset" if args.source.endswith(".tar")
                          else "corpus")
@@ -48,11 +48,9 @@ def main(args: argparse.Namespace) -> int:
                          allow_outside_root=args.allow_outside_root, progress=not args.json)
     summary = run_preprocess(job)
     if args.json:
-        emit(json.dumps({"import": vars(summary.imported), "caches": {
-            split: {"cache_dir": str(r.cache_dir), "reused": r.reused, "n_in": r.n_in, "n_cached": r.n_cached_sources,
-                    "n_failed": r.n_failed_sources, "n_samples": r.n_samples, "n_reused_clips": r.n_reused_sources,
-                    "failures": [vars(f) for f in r.failures]}
-            for split, r in summary.caches.items()}}, indent=2))
+        caches = {split: {**cache_summary(r), "failures": [vars(f) for f in r.failures]}
+                  for split, r in summary.caches.items()}
+        emit(json.dumps({"import": vars(summary.imported), "caches": caches}, indent=2))
     else:
         emit("\n".join(summary_lines(summary)))
     return 0

@@ -9,7 +9,7 @@ from typing import Literal
 from prefect import flow
 
 from flows.prefect_flows.tasks import as_task
-from flows.preprocess import preprocess_job, run_preprocess, summary_lines
+from flows.preprocess import cache_summary, preprocess_job, run_preprocess, summary_lines
 from flows.resolve import RunConfig
 
 
@@ -39,9 +39,5 @@ def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] =
     summary = run_preprocess(job, stage=as_task)
     for line in summary_lines(summary):
         print(line)
-    caches = {}
-    for split, result in summary.caches.items():
-        caches[split] = {"cache_key": result.cache_key, "cache_dir": str(result.cache_dir), "reused": result.reused,
-                         "n_in": result.n_in, "n_cached": result.n_cached_sources,
-                         "n_failed": result.n_failed_sources, "n_samples": result.n_samples}
-    return {"import": vars(summary.imported), "caches": caches}
+    return {"import": vars(summary.imported),
+            "caches": {split: cache_summary(result) for split, result in summary.caches.items()}}
