@@ -74,16 +74,20 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
 
 
 def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: str | Path,
-                   corpus_dir: str | Path, run_id: str | None = None, *, val_cache: str | Path | None = None,
+                   corpus_dir: str | Path | None, run_id: str | None = None, *, val_cache: str | Path | None = None,
                    tracking_uri: str | None = None, out_dir: str | Path | None = None,
-                   cfg: EvalConfig = EvalConfig()) -> dict:
+                   cfg: EvalConfig = EvalConfig(), labels: tuple[str, ...] | list[str] | None = None,
+                   skipped: dict[str, str] | None = None) -> dict:
     """Evaluate a checkpoint on every task; log into MLflow run ``run_id`` if given.
 
     Args:
         checkpoint_dir: ``model.safetensors`` + ``config.json`` (``vljepa.checkpoint.save_checkpoint``).
         db_path: the DuckDB manifest; test_cache / val_cache: Parquet token caches of those splits
             (val is optional; when given, retrieval and classification also run on it).
-        corpus_dir: has ``corpus.json`` (labels, colours, shapes, motions).
+        corpus_dir: has ``corpus.json`` (labels, colours, shapes, motions); None for a dataset without
+            one (``flows.user_data``): ``labels`` are then its class names (None: no classification),
+            and ``cfg.tasks`` must leave out the tasks that read the vocabulary.
+        skipped: task -> why it does not run on this data (written into the results and summary).
         run_id: the training run to log metrics, plots and the registered model into.
         out_dir: results directory; default ``<checkpoint_dir>-eval``.
     Returns a summary dict: metrics, chance levels, paths, registration and promotion.
@@ -105,7 +109,15 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     num_threads = model.cfg.train.num_threads
     if num_threads:
         torch.set_num_threads(num_threads)
-    labels, vocab = load_vocabulary(corpus_dir)
+    vocab = None
+    if corpus_dir is not None:
+        labels, vocab = load_vocabulary(corpus_dir)
+    elif set(cfg.tasks) & {"hard_negatives", "world_prediction"}:
+        raise ValueError("hard_negatives and world_prediction read corpus.json's vocabulary: give corpus_dir, "
+                         "or leave them out of EvalConfig.tasks")
+    if "classification" in cfg.tasks and not labels:
+        raise ValueError("classification needs class names: give corpus_dir or labels, or leave it out of tasks")
+    labels = list(labels) if labels else []
     x_encoder = model.cfg.x_encoder
     test = load_task_data(db_path, test_cache, "test", num_frames=x_encoder.num_frames,
                           tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset)
@@ -143,7 +155,7 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     if val_cache:
         val = load_task_data(db_path, val_cache, "val", num_frames=x_encoder.num_frames,
                              tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset)
-        for result in (retrieval.run(model, val), classification.run(model, val, labels)):
+        for result in [retrieval.run(model, val)] + ([classification.run(model, val, labels)] if labels else []):
             result.task = f"val_{result.task}"
             results.append(result)
     from vljepa.tasks.common import TaskResult
@@ -180,12 +192,15 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
         pngs.append(analysis.examples_table_png(rows, ("reference caption", "decoded from predicted embedding"),
                                                 plots / "decoded_examples.png", "captioning: y-decoder on predictions (test)"))
     summary_md = "# Evaluation\n\n" + markdown_table(results)
+    if skipped:
+        summary_md += "\n\nSkipped on this data:\n\n" + "".join(f"- {t}: {why}\n" for t, why in skipped.items())
     (out / "summary.md").write_text(summary_md)
     metrics = {k: v for r in results for k, v in r.flat().items()}
     chance = {f"{r.task}/{k}": float(v) for r in results for k, v in r.chance.items()}
     timings["total"] = time.perf_counter() - started
     summary = {"metrics": metrics, "chance": chance, "out_dir": str(out), "timings_s": timings,
-               "decoder": decoder_info, "plots": [str(p) for p in pngs], "n_test": len(test)}
+               "decoder": decoder_info, "plots": [str(p) for p in pngs], "n_test": len(test),
+               "skipped": dict(skipped or {})}
     (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if run_id is not None:
         summary["mlflow"] = log_to_mlflow(run_id, tracking_uri, metrics, chance, out, checkpoint_dir,

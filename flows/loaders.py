@@ -36,6 +36,11 @@ def split_rows(db_path: str | Path, split: str, dataset: str = "synthetic") -> l
     return _query(db_path, "split_rows", {"split": split, "dataset": dataset})
 
 
+def dataset_profile(db_path: str | Path, dataset: str) -> list[dict[str, Any]]:
+    """Per split of ``dataset``: n_clips, n_labelled, labels, n_vqa, n_events (``sql/dataset_profile.sql``)."""
+    return _query(db_path, "dataset_profile", {"dataset": dataset})
+
+
 def load_split(db_path: str | Path, cache_path: str, split: str, dataset: str = "synthetic"):
     """A split's cached tokens joined with its captions and labels (``vljepa.data.TokenTextDataset``)."""
     from preprocessing.shards import read_cache

@@ -22,6 +22,7 @@ from flows.job import TrainDataSpec, TrainSummary
 from flows.phase_data import PhaseData, phase_plan, prepare_stills
 from flows.resolve import RunConfig
 from flows.stage import StageWrapper, direct
+from flows.user_data import DataInfo, detect_source, generated_data, import_data
 from vljepa.config import VLJepaConfig
 from vljepa.files import content_key
 
@@ -54,25 +55,26 @@ class Evaluation:
     reused: bool = False
 
 
-def evaluate_checkpoint(checkpoint_dir: str, db_path: Path, test_cache: str, corpus_dir: Path) -> Evaluation:
-    """Retrieval and classification of a checkpoint on the held-out test split."""
-    from flows.loaders import corpus_labels, load_split
+def evaluate_checkpoint(checkpoint_dir: str, db_path: Path, test_cache: str, data: DataInfo) -> Evaluation:
+    """Retrieval and classification (when the data has labels) of a checkpoint on the held-out test split."""
+    from flows.loaders import load_split
     from vljepa.evaluate import evaluate
     from vljepa.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint_dir)
-    result = evaluate(model, load_split(db_path, test_cache, "test"), label_set=corpus_labels(corpus_dir))
+    result = evaluate(model, load_split(db_path, test_cache, "test", data.dataset),
+                      label_set=list(data.labels) if data.labels else None)
     return Evaluation(metrics=result.metrics, chance=result.chance, n_test=result.n_samples)
 
 
-def evaluate_model(checkpoint_dir: str, db_path: Path, test: SplitCache, corpus_dir: Path) -> Evaluation:
+def evaluate_model(checkpoint_dir: str, db_path: Path, test: SplitCache, data: DataInfo) -> Evaluation:
     """``evaluate_checkpoint``, kept beside the model (keyed by the test cache)."""
     stamp = Path(checkpoint_dir) / "test_metrics.json"
     if stamp.is_file():
         saved = json.loads(stamp.read_text())
         if saved.get("test_cache") == test.cache_key:
             return Evaluation(**saved["evaluation"], reused=True)
-    evaluation = evaluate_checkpoint(checkpoint_dir, db_path, test.path, corpus_dir)
+    evaluation = evaluate_checkpoint(checkpoint_dir, db_path, test.path, data)
     record = {"metrics": evaluation.metrics, "chance": evaluation.chance, "n_test": evaluation.n_test}
     stamp.write_text(json.dumps({"test_cache": test.cache_key, "evaluation": record}, indent=2))
     return evaluation
@@ -94,7 +96,7 @@ class Tracked:
 
 
 def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: TrainSummary, evaluation: Evaluation,
-          data: PhaseData, test: SplitCache, counts: ImportCounts, run_name: str, flow_run_id: str | None) -> Tracked:
+          data: PhaseData, test: SplitCache, source: DataInfo, run_name: str, flow_run_id: str | None) -> Tracked:
     """Log the run to MLflow once per trained model (found again by its ``vljepa.model_key`` tag)."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -118,7 +120,8 @@ def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: Train
     extra = {"data.n_train": data.n_samples, "data.n_test": test.n_samples, "data.mix": data.mix,
              "data.plan": data.key, "data.test_cache": test.cache_key,
              **{f"data.drawn.{name}": n for name, n in drawn.items()},
-             "data.n_import_failed": counts.n_failed, "train.steps_run": summary.steps,
+             "data.dataset": source.dataset, "data.tasks_skipped": ",".join(source.skipped) or "none",
+             "data.n_import_failed": source.counts.n_failed if source.counts else 0, "train.steps_run": summary.steps,
              "train.samples_seen": summary.samples_seen, "train.seconds": round(summary.seconds, 1)}
     if cfg.train.init_from:
         extra["train.init_from_phase"] = Path(cfg.train.init_from).name
@@ -131,7 +134,7 @@ def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: Train
     return Tracked(run_id=logged["run_id"], experiment_id=logged["experiment_id"])
 
 
-def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, test: SplitCache, corpus_dir: Path,
+def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, test: SplitCache, data: DataInfo,
                    run_id: str) -> dict[str, Any]:
     """Every task of the paper on the test split (y-decoder trained here), logged into the run; the
     model + decoder is registered as ``candidate`` and promoted to ``champion`` if it is better.
@@ -144,8 +147,10 @@ def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, tes
         saved = json.loads(stamp.read_text())
         if saved.get("key") == key:
             return {**saved["summary"], "reused": True}
-    summary = run_evaluation(checkpoint_dir, layout.manifest, test.path, corpus_dir, run_id,
-                             tracking_uri=layout.tracking_uri, cfg=EvalConfig(registered_model=run.registered_model))
+    summary = run_evaluation(checkpoint_dir, layout.manifest, test.path, data.corpus_dir, run_id,
+                             tracking_uri=layout.tracking_uri, labels=data.labels, skipped=data.skipped,
+                             cfg=EvalConfig(registered_model=run.registered_model, tasks=data.tasks,
+                                            dataset=data.dataset))
     stamp.write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
     return summary
 
@@ -163,6 +168,8 @@ class PipelineResult:
     suite_chance: dict[str, float]
     n_test: int
     n_train: int
+    dataset: str
+    skipped_tasks: dict[str, str]
     train_steps: int
     train_seconds: float
     final_loss: float | None
@@ -217,17 +224,26 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     layout = run.layout().ensure()
     run_name = f"pretrain-{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, layout, progress=run.progress)
-    counts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir, generated=cfg.data.generate)
-    stills = (stage("prepare-stills", prepare_stills, True)(layout, corpus_dir, progress=run.progress)
-              if cfg.data.generate else None)  # a user corpus: its own sources serve as images
+    if run.data is None:  # the configured corpus (generated by default)
+        corpus_dir = stage("prepare-corpus", prepare_corpus, True)(cfg, layout, progress=run.progress)
+        counts: ImportCounts = stage("import-manifest", import_manifest, True)(layout.manifest, corpus_dir,
+                                                                               generated=cfg.data.generate)
+        stills = (stage("prepare-stills", prepare_stills, True)(layout, corpus_dir, progress=run.progress)
+                  if cfg.data.generate else None)  # a user corpus: its own sources serve as images
+        source = generated_data(corpus_dir, counts, stills)
+    else:  # a dataset of the user's own: its own sources serve as images
+        source = stage("import-data", import_data, True)(detect_source(run.data, annotations=run.annotations),
+                                                         layout.manifest, allow_outside_root=run.allow_outside_root)
+        if run.progress:
+            print("\n".join(f"[import-data] {line}" for line in source.summary_lines()), flush=True)
     init_from: str | None = None
     caches: dict[str, SplitCache] = {}
     phase_data: dict[str, dict[str, Any]] = {}
     for phase in phases:
         phase_cfg = run.stage_config("pretrain", phase, init_from=init_from)
         suffix = f"-{phase}" if len(phases) > 1 else ""
-        data = stage(f"plan-data{suffix}", phase_plan, True)(phase_cfg, layout, stills_dataset=stills,
+        data = stage(f"plan-data{suffix}", phase_plan, True)(phase_cfg, layout, dataset=source.dataset,
+                                                              stills_dataset=source.stills_dataset,
                                                               progress=run.progress, engine=run.engine)
         caches.update({f"{where}@{phase}": cache for where, cache in data.caches.items()})
         summary = stage(f"train{suffix}", train_phase, False)(phase_cfg, run, layout, data,
@@ -237,13 +253,13 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
         init_from = summary.checkpoint_dir
         cfg = phase_cfg
     test = stage("cache-tokens-test", cache_split_tokens, True)(cfg, layout, "test", progress=run.progress,
-                                                                engine=run.engine)
+                                                                engine=run.engine, dataset=source.dataset)
     caches["test"] = test
-    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, test, corpus_dir)
-    tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, data, test, counts, run_name,
+    evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, test, source)
+    tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, data, test, source, run_name,
                                           flow_run_id)
     suite = stage("evaluate-and-register", evaluate_suite, False)(run, layout, summary.checkpoint_dir, test,
-                                                                  corpus_dir, tracked.run_id)
+                                                                  source, tracked.run_id)
     registration = suite.get("mlflow", {})
     tracked.model_version = str(registration.get("version"))
     tracked.model_uri = (f"models:/{run.registered_model}@candidate" if registration.get("candidate", True)
@@ -257,7 +273,8 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     return PipelineResult(
         run_name=run_name, preset=cfg.preset, phases=list(phases), metrics=evaluation.metrics,
         chance=evaluation.chance, suite_metrics=suite["metrics"], suite_chance=suite["chance"],
-        n_test=evaluation.n_test, n_train=data.n_samples, train_steps=summary.steps,
+        n_test=evaluation.n_test, n_train=data.n_samples, dataset=source.dataset, skipped_tasks=dict(source.skipped),
+        train_steps=summary.steps,
         train_seconds=round(summary.seconds, 1), final_loss=summary.final_loss, checkpoint_dir=summary.checkpoint_dir,
         mlflow=tracked, phase_data=phase_data, reused_caches=[s for s, c in caches.items() if c.reused],
         reused_stages=reused,
@@ -277,7 +294,8 @@ def format_report(result: PipelineResult) -> str:
     loss = f"{result.final_loss:.3f}" if result.final_loss is not None else "n/a"
     lines = [f"VL-JEPA pretrain ({result.preset}) — {result.run_name} in {result.seconds} s",
              f"  train: {result.n_train} samples (last phase), {result.train_steps} steps, final loss {loss}",
-             f"  test (held-out compositions, n={result.n_test}):"]
+             f"  test ({'held-out compositions' if result.dataset == 'synthetic' else result.dataset}, "
+             f"n={result.n_test}):"]
     for key in ("t2v_r1", "t2v_r5", "v2t_r1", "cls_top1", "cls_top5"):
         if key in m:
             chance = f" (chance {c[key]:.3f}, ×{m[key] / c[key]:.1f})" if key in c and c[key] else ""
@@ -286,6 +304,8 @@ def format_report(result: PipelineResult) -> str:
         if key in result.suite_metrics:
             chance = f" (chance {result.suite_chance[key]:.3f})" if key in result.suite_chance else ""
             lines.append(f"    {key:<26} {result.suite_metrics[key]:.3f}{chance}")
+    for task, why in result.skipped_tasks.items():
+        lines.append(f"    {task}: skipped ({why})")
     for phase, info in result.phase_data.items():
         drawn = ", ".join(f"{name} {n} ({info['shares'].get(name, 0):.0%} share)" for name, n in info["drawn"].items())
         lines.append(f"  phase {phase}: mix {info['mix']}, drew {drawn or 'n/a'}")

@@ -14,7 +14,7 @@ from typing import Literal
 from flows.stage import StageWrapper, direct
 from vljepa.config import XEncoderConfig
 
-SourceKind = Literal["corpus", "folder", "video2dataset"]
+SourceKind = Literal["corpus", "folder", "video2dataset", "msrvtt"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class ImportCounts:
 def import_source(manifest: str | Path, source: str, *, kind: SourceKind = "corpus", dataset: str = "synthetic",
                   annotations: str | None = None, media_dir: str | None = None, probe: bool = True,
                   allow_outside_root: bool = False) -> ImportCounts:
-    """Import ``source`` (a corpus dir, a folder with ``annotations``, or a video2dataset tar).
+    """Import ``source``: a corpus dir, a folder with ``annotations`` (CSV / JSONL), a video2dataset tar
+    or folder of tars, or (msrvtt) the folder of videos an MSR-VTT-style JSON ``annotations`` describes.
 
     probe: False trusts a corpus's records for duration, fps and size (a corpus the generator made).
     allow_outside_root: rows may name files outside the source folder (else a recorded failure).
@@ -52,9 +53,16 @@ def import_source(manifest: str | Path, source: str, *, kind: SourceKind = "corp
 
             if media_dir is None:
                 raise ValueError("kind='video2dataset' needs media_dir")
-            summary = import_video2dataset(con, [source], media_dir, dataset=dataset)
+            tars = sorted(Path(source).glob("*.tar")) if Path(source).is_dir() else [Path(source)]
+            summary = import_video2dataset(con, tars, media_dir, dataset=dataset)
+        elif kind == "msrvtt":
+            from preprocessing.importers import import_msrvtt
+
+            if annotations is None:
+                raise ValueError("kind='msrvtt' needs annotations (the MSR-VTT-style JSON)")
+            summary = import_msrvtt(con, annotations, source, dataset=dataset, allow_outside_root=allow_outside_root)
         else:
-            raise ValueError(f"kind must be corpus, folder or video2dataset, got {kind!r}")
+            raise ValueError(f"kind must be corpus, folder, video2dataset or msrvtt, got {kind!r}")
     finally:
         con.close()
     return ImportCounts(n_in=summary.n_in, n_imported=summary.n_imported, n_skipped=summary.n_skipped,
@@ -109,6 +117,7 @@ class PreprocessJob:
 class PreprocessSummary:
     imported: ImportCounts
     caches: dict[str, object] = field(default_factory=dict)  # split -> PreprocessResult
+    empty: list[str] = field(default_factory=list)  # splits the dataset has no clip of (nothing to cache)
 
 
 def cache_config(job: PreprocessJob):
@@ -127,7 +136,12 @@ def run_preprocess(job: PreprocessJob, *, stage: StageWrapper = direct) -> Prepr
                                                   annotations=job.annotations, media_dir=job.media_dir,
                                                   allow_outside_root=job.allow_outside_root)
     summary = PreprocessSummary(imported=imported)
+    from flows.loaders import split_rows
+
     for split in job.splits:
+        if not split_rows(job.manifest, split, job.dataset):
+            summary.empty.append(split)
+            continue
         encode = stage(f"tokens-{split}", encode_split, True)
         summary.caches[split] = encode(job.manifest, dataset=job.dataset, split=split, x_encoder=job.x_encoder,
                                        cache=cache_config(job), sampling=job.sampling, engine=job.engine,
@@ -181,4 +195,5 @@ def summary_lines(summary: PreprocessSummary) -> list[str]:
                      f"samples), {result.n_failed_sources} failed; {how}; {result.cache_dir}")
         reasons = Counter(failure_reason(f.error) for f in result.failures)
         lines += [f"    {n:>5} x {reason}" for reason, n in reasons.most_common()]
+    lines += [f"tokens {split}: no clip of the dataset is in this split (nothing to cache)" for split in summary.empty]
     return lines

@@ -73,6 +73,9 @@ class RunConfig:
     registered_model: str = "vljepa"
     progress: bool = True
     nproc: int = 1  # ranks of a local submitit job (gloo on CPU); on Slurm the ranks come from cfg.slurm
+    data: str | None = None  # a dataset of the user's own (flows.user_data layouts); None: the configured corpus
+    annotations: str | None = None  # with data: its annotation file, when the folder holds several
+    allow_outside_root: bool = False  # with data: rows may name files outside it
 
     def __post_init__(self) -> None:
         if self.nproc < 1:

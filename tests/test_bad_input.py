@@ -52,7 +52,7 @@ def test_counts_in_equal_cached_plus_failed(messy, tmp_path, tiny_cfg):
     root, annotations, expected = messy
     db = str(tmp_path / "m.duckdb")
     con = open_manifest(db)
-    summary = import_folder(con, root, annotations, dataset="messy")
+    summary = import_folder(con, root, annotations, dataset="messy", default_split="train")
     con.close()
     n_rows = 17
     assert summary.n_in == n_rows

@@ -386,6 +386,7 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch, tmp_
     from preprocessing.cache import write_token_cache
 
     db, train = str(con.execute("PRAGMA database_list").fetchall()[0][2]), ["clip_000000", "clip_000002", "clip_000003"]
+    assert {r["split"]: r["n_clips"] for r in loaders.dataset_profile(db, "synthetic")} == {"train": 3, "val": 1}
     assert [c["source_id"] for c in loaders.event_clips(db, "train", min_events=2)] == train
     assert loaders.caption_bank(db, "train") and loaders.annotations(db, "train")["clip_000000"]["qa"]
     cache = write_token_cache(tmp_path / "train.parquet", sample_ids=train, tokens=np.zeros((3, 2, 4), np.float16),

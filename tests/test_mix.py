@@ -30,7 +30,7 @@ def folder(tmp_path_factory):
 @pytest.fixture
 def con(folder, tmp_path):
     con = open_manifest(str(tmp_path / "m.duckdb"))
-    summary = import_folder(con, folder, folder / "ann.csv", dataset="d")
+    summary = import_folder(con, folder, folder / "ann.csv", dataset="d", default_split="train")
     assert (summary.n_imported, summary.n_failed) == (4, 0)
     yield con
     con.close()
@@ -144,7 +144,7 @@ def with_stills(con, tmp_path):
         write_png(images / f"s{i}.png", np.full((32, 48, 3), 40 * i, dtype=np.uint8))
     (images / "ann.csv").write_text("path,caption,split,label\n"
                                     + "".join(f"s{i}.png,still {i},train,cls{i}\n" for i in range(2)))
-    assert import_folder(con, images, images / "ann.csv", dataset="s").n_imported == 2
+    assert import_folder(con, images, images / "ann.csv", dataset="s", default_split="train").n_imported == 2
     assert con.execute("SELECT DISTINCT kind FROM sources WHERE source_id LIKE 's%'").fetchall() == [("image",)]
     return con
 

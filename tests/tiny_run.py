@@ -19,6 +19,7 @@ def tiny_run() -> dict:
     from flows.job import run_training
     from flows.pipeline import evaluate_checkpoint
     from flows.tracking import log_and_register
+    from flows.user_data import generated_data
     from vljepa.config import get_preset
 
     cfg = get_preset("tiny")
@@ -27,7 +28,8 @@ def tiny_run() -> dict:
     db_path, corpus_dir = data.db_path, data.corpus_dir
     caches = {s: c.path for s, c in data.caches.items()}
     summary = run_training(cfg.to_json(), data.spec(), str(state / "checkpoint"), progress=False)
-    evaluation = vars(evaluate_checkpoint(summary.checkpoint_dir, db_path, caches["test"], corpus_dir))
+    evaluation = vars(evaluate_checkpoint(summary.checkpoint_dir, db_path, caches["test"],
+                                           generated_data(corpus_dir, data.counts, None)))
     tracking_uri = f"sqlite:///{state}/mlflow.db"
     tracked = log_and_register(tracking_uri=tracking_uri, experiment="vljepa-tests", registered_model="vljepa",
                                run_name="tiny", cfg=cfg, history=summary.history, evaluation=evaluation,

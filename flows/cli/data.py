@@ -5,6 +5,7 @@ Examples::
     vljepa data --manifest .vljepa/manifest.duckdb import folder DIR --annotations DIR/ann.csv --dataset mine
     vljepa data import video2dataset shard-0000.tar shard-0001.tar --media-dir media --dataset web
     vljepa data import corpus CORPUS_DIR
+    vljepa data import msrvtt MSRVTT/train_val_videodatainfo.json --videos MSRVTT/TrainValVideo --dataset msrvtt
     vljepa data mix create sft --component vqa=vqa:synthetic:train:1 --component cap=caption:synthetic:train:1
     vljepa data mix presets
     vljepa data mix create sft --preset sft-paper --dataset synthetic --stills-dataset synthetic-stills
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("folder")
     folder.add_argument("--annotations", required=True, help="CSV or JSONL: path, caption[, clip_id, split, label, question, answer]")
     folder.add_argument("--dataset", required=True)
-    folder.add_argument("--split", default="train", help="split of rows without one (default train)")
+    folder.add_argument("--split", default=None,
+                        help="split of rows without one (default: from a hash of the clip id, 80/10/10 "
+                             "train/val/test; adding clips never moves the old ones)")
     folder.add_argument("--allow-outside-root", action="store_true",
                         help="let rows name files outside FOLDER (../x, /abs/path, symlinks out); by default "
                              "such a row is a recorded failure and its file is never opened")
@@ -41,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     v2d.add_argument("tars", nargs="+")
     v2d.add_argument("--media-dir", required=True, help="where the videos are extracted")
     v2d.add_argument("--dataset", required=True)
-    v2d.add_argument("--split", default="train")
+    v2d.add_argument("--split", default=None, help="every key's split (default: the key's JSON 'split', else a "
+                                                   "hash of the clip id, 80/10/10)")
+    msrvtt = kinds.add_parser("msrvtt", help="an MSR-VTT-style JSON (videos + sentences) and its video folder")
+    msrvtt.add_argument("annotations", help="the JSON (videos: video_id[, split]; sentences: video_id, caption)")
+    msrvtt.add_argument("--videos", required=True, help="the folder of <video_id>.mp4 files")
+    msrvtt.add_argument("--dataset", required=True)
+    msrvtt.add_argument("--allow-outside-root", action="store_true",
+                        help="let video files resolve outside --videos (symlinks out)")
     corpus = kinds.add_parser("corpus", help="a generated corpus (annotations.jsonl + videos/)")
     corpus.add_argument("corpus_dir")
     corpus.add_argument("--dataset", default="synthetic")
@@ -109,6 +119,11 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 from preprocessing.importers import import_video2dataset
 
                 summary = import_video2dataset(con, args.tars, args.media_dir, dataset=args.dataset, split=args.split)
+            elif args.kind == "msrvtt":
+                from preprocessing.importers import import_msrvtt
+
+                summary = import_msrvtt(con, args.annotations, args.videos, dataset=args.dataset,
+                                        allow_outside_root=args.allow_outside_root)
             else:
                 from preprocessing.manifest import import_corpus
 

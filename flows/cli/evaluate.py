@@ -19,11 +19,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-register", action="store_true", help="log metrics only; do not register the model")
     p.add_argument("--registered-model", default="vljepa", help="MLflow registered model name")
     p.add_argument("--out", default=None, help="results directory (default <checkpoint>-eval)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="evaluate on the test split of your own dataset (as `vljepa run --data`); default: the "
+                        "generated corpus")
+    p.add_argument("--annotations", default=None, metavar="FILE", help="with --data: its annotation file")
     add_state_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from flows.data import cache_split_tokens, prepare_corpus
+    from flows.data import cache_split_tokens, import_manifest, prepare_corpus
+    from flows.user_data import detect_source, generated_data, import_data
     from flows.evaluate import EvalConfig, run_evaluation
     from flows.resolve import RunConfig
     from flows.train import latest_base_model
@@ -36,11 +41,19 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{checkpoint} is not a model directory (no config.json): pass the checkpoint_dir "
                           "that `vljepa train` printed, or 'base'")
     cfg = VLJepaConfig.from_json((checkpoint / "config.json").read_text())
-    corpus_dir = prepare_corpus(cfg, layout, progress=False)
-    test = cache_split_tokens(cfg, layout, "test", progress=False)
-    summary = run_evaluation(checkpoint, layout.manifest, test.path, corpus_dir, args.run_id,
-                             tracking_uri=layout.tracking_uri, out_dir=args.out,
-                             cfg=EvalConfig(register=not args.no_register, registered_model=args.registered_model))
+    if args.data is None:
+        corpus_dir = prepare_corpus(cfg, layout, progress=False)
+        data = generated_data(corpus_dir, import_manifest(layout.manifest, corpus_dir, generated=cfg.data.generate),
+                              None)
+    else:
+        data = import_data(detect_source(args.data, annotations=args.annotations), layout.manifest)
+        print("\n".join(data.summary_lines()))
+    test = cache_split_tokens(cfg, layout, "test", progress=False, dataset=data.dataset)
+    summary = run_evaluation(checkpoint, layout.manifest, test.path, data.corpus_dir, args.run_id,
+                             tracking_uri=layout.tracking_uri, out_dir=args.out, labels=data.labels,
+                             skipped=data.skipped,
+                             cfg=EvalConfig(register=not args.no_register, registered_model=args.registered_model,
+                                            tasks=data.tasks, dataset=data.dataset))
     print(Path(summary["out_dir"], "summary.md").read_text())
     print(json.dumps({"out_dir": summary["out_dir"], "mlflow": summary.get("mlflow"), "n_test": summary["n_test"]},
                      indent=2, default=str))

@@ -14,7 +14,7 @@ from flows.resolve import RunConfig
 
 
 @flow(name="preprocess", log_prints=True)
-def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] = "corpus",
+def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset", "msrvtt"] = "corpus",
                preset: Literal["small", "tiny", "paper"] = "small", config_path: str | None = None,
                overrides: list[str] | None = None, dataset: str = "synthetic", annotations: str | None = None,
                media_dir: str | None = None, splits: list[str] | None = None, manifest: str | None = None,
@@ -40,4 +40,5 @@ def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset"] =
     for line in summary_lines(summary):
         print(line)
     return {"import": vars(summary.imported),
-            "caches": {split: cache_summary(result) for split, result in summary.caches.items()}}
+            "caches": {split: cache_summary(result) for split, result in summary.caches.items()},
+            "empty_splits": summary.empty}

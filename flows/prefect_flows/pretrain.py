@@ -45,7 +45,7 @@ def pretrain(preset: Preset = "small", config_path: str | None = None, overrides
              n_videos: int | None = None, epochs: float | None = None, max_steps: int | None = None,
              launcher: Literal["local", "inline", "slurm"] = "local", engine: Literal["local", "ray"] = "local",
              phase: Literal["image", "video"] | None = None, state_dir: str | None = None,
-             tracking_uri: str | None = None) -> dict:
+             tracking_uri: str | None = None, data: str | None = None, annotations: str | None = None) -> dict:
     """Stage-1 pretraining of VL-JEPA on the embedded default (or another preset), end to end.
 
     Args:
@@ -55,10 +55,14 @@ def pretrain(preset: Preset = "small", config_path: str | None = None, overrides
         launcher: where training runs: ``local`` (a submitit subprocess), ``inline``, ``slurm``.
         engine: preprocessing engine: local threads or Ray Data (``RAY_ADDRESS`` for a cluster).
         phase: one stage-1 phase alone; default both, image then image + video.
+        data: a dataset of your own instead of the generated corpus (``vljepa run --data``: a folder
+            with a CSV / JSONL of annotations, video2dataset tars, an MSR-VTT-style JSON);
+            ``annotations`` names its annotation file when the folder holds several.
     """
     run = RunConfig(preset=preset, config_path=config_path, launcher=launcher, engine=engine, phase=phase,
                     overrides=length_overrides(n_videos=n_videos, epochs=epochs, max_steps=max_steps)
-                    + tuple(overrides or ()), state_dir=state_dir, tracking_uri=tracking_uri, progress=False)
+                    + tuple(overrides or ()), state_dir=state_dir, tracking_uri=tracking_uri, progress=False,
+                    data=data, annotations=annotations)
     result = run_pipeline(run, stage=as_task, flow_run_id=flow_run.get_id())
     create_markdown_artifact(key="pretrain-summary", markdown=result_markdown(result),
                              description="metrics and the MLflow run of this flow run")
