@@ -233,7 +233,8 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
         source = generated_data(corpus_dir, counts, stills)
     else:  # a dataset of the user's own: its own sources serve as images
         source = stage("import-data", import_data, True)(detect_source(run.data, annotations=run.annotations),
-                                                         layout.manifest, allow_outside_root=run.allow_outside_root)
+                                                         layout.manifest, allow_outside_root=run.allow_outside_root,
+                                                         cfg=cfg)
         if run.progress:
             print("\n".join(f"[import-data] {line}" for line in source.summary_lines()), flush=True)
     init_from: str | None = None

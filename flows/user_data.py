@@ -17,12 +17,14 @@ Rows without a split get one from a hash of their clip id (``preprocessing.impor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.preprocess import ImportCounts, SourceKind, import_source
+from vljepa.config import VLJepaConfig
 from vljepa.files import content_key
 
 LAYOUTS = ("a generated corpus (annotations.jsonl + corpus.json); a folder of videos/images with one CSV or "
@@ -109,10 +111,16 @@ class DataInfo:
     skipped: dict[str, str] = field(default_factory=dict)  # task -> why it does not run
     clips: dict[str, int] = field(default_factory=dict)  # split -> clips in the manifest
     counts: ImportCounts | None = None
+    n_long_captions: int = 0  # captions longer than the y-encoder reads (kept, cut at training; noted)
 
     def summary_lines(self) -> list[str]:
         splits = ", ".join(f"{split} {n}" for split, n in sorted(self.clips.items()))
         lines = [f"data {self.dataset}: {splits or 'no clips'}; tasks: {', '.join(self.tasks)}"]
+        if self.counts is not None and self.counts.n_failed:
+            lines.append(f"  {self.counts.n_failed} row(s) failed to import: `vljepa data failures`")
+        if self.n_long_captions:
+            lines.append(f"  {self.n_long_captions} caption(s) longer than the y-encoder reads: kept, cut at "
+                         "training (`vljepa data notes`)")
         lines += [f"  skipped {task}: {why}" for task, why in self.skipped.items()]
         return lines
 
@@ -127,13 +135,48 @@ def generated_data(corpus_dir: str | Path, counts: ImportCounts, stills_dataset:
                     labels=tuple(corpus_labels(corpus_dir)), tasks=ALL_TASKS, counts=counts)
 
 
-def import_data(source: DataSource, manifest: str | Path, *, allow_outside_root: bool = False) -> DataInfo:
-    """Import ``source`` into ``manifest`` (idempotent, row-isolated), then read what its annotations support."""
+def import_data(source: DataSource, manifest: str | Path, *, allow_outside_root: bool = False,
+                cfg: VLJepaConfig | None = None) -> DataInfo:
+    """Import ``source`` into ``manifest`` (idempotent, row-isolated), then read what its annotations support.
+
+    cfg: the model config; its y-encoder's tokenizer counts each caption, and captions longer than
+    ``y_encoder.max_length`` are noted in the manifest (``vljepa data notes``): kept, cut at training.
+    """
     counts = import_source(manifest, source.source, kind=source.kind, dataset=source.dataset,
                            annotations=source.annotations, media_dir=source.media_dir,
                            allow_outside_root=allow_outside_root)
     corpus_dir = source.source if source.kind == "corpus" else None
-    return describe(manifest, source.dataset, corpus_dir=corpus_dir, counts=counts)
+    info = describe(manifest, source.dataset, corpus_dir=corpus_dir, counts=counts)
+    if cfg is None:
+        return info
+    return dataclasses.replace(info, n_long_captions=flag_long_captions(manifest, info, cfg))
+
+
+LONG_CAPTION_NOTE = " (caption length)"  # suffix of the note's key: a file may have a UTF-8 note too
+
+
+def flag_long_captions(manifest: str | Path, info: DataInfo, cfg: VLJepaConfig) -> int:
+    """Note each caption of ``info``'s dataset longer than ``cfg.y_encoder.max_length`` tokens; their count."""
+    from flows.loaders import split_rows
+    from preprocessing.manifest import load_sql, open_manifest
+    from vljepa.model import target_tokenizer
+
+    rows = [r for split in info.clips for r in split_rows(manifest, split, info.dataset) if r["caption"]]
+    if not rows:
+        return 0
+    limit = cfg.y_encoder.max_length
+    lengths = target_tokenizer(cfg).lengths([r["caption"] for r in rows])
+    long = [(r["path"], n) for r, n in zip(rows, lengths) if n > limit]
+    if long:
+        con = open_manifest(manifest)
+        try:
+            con.executemany(load_sql("upsert_import_note"), [
+                {"path": f"{path}{LONG_CAPTION_NOTE}",
+                 "note": f"caption is {n} tokens; the y-encoder ({cfg.y_encoder.name}) reads {limit} "
+                         "(y_encoder.max_length): kept, the rest is cut at training"} for path, n in long])
+        finally:
+            con.close()
+    return len(long)
 
 
 def describe(manifest: str | Path, dataset: str, *, corpus_dir: str | None = None,

@@ -25,12 +25,14 @@ import hashlib
 import json
 import os
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from preprocessing.manifest import ImportSummary, _Record, _read_records, import_records
+from preprocessing.rows import ImportOrigin
 from vljepa.files import atomic_write_bytes
 
 _PATH_KEYS = ("path", "video", "file")
@@ -94,12 +96,13 @@ def _rows(annotations: Path) -> list[_Record]:
 
 def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, annotations: str | os.PathLike,
                   *, dataset: str, default_split: str | None = None, probe: bool = True,
-                  allow_outside_root: bool = False) -> ImportSummary:
+                  allow_outside_root: bool = False, only: Collection[str] | None = None) -> ImportSummary:
     """Import the files of ``folder`` described by a CSV or JSONL ``annotations`` file.
 
     default_split: the split of rows that name none; None: ``hash_split`` of the clip id.
     allow_outside_root: rows may name files outside ``folder`` (by default such a row is a recorded
     failure, "outside the dataset folder", and its file is never opened).
+    only: import just these rows (their ``file:line``): ``vljepa data failures --retry``.
     """
     folder = Path(folder).resolve()
     annotations = Path(annotations).resolve()  # failures name its lines: absolute, as the files are
@@ -114,8 +117,10 @@ def import_folder(con: duckdb.DuckDBPyConnection, folder: str | os.PathLike, ann
             items.append(_Record(item.where, _normalise(dict(item.data), default_split), None))
         except KeyError as err:
             items.append(_Record(item.where, None, f"row has no {'/'.join(_PATH_KEYS)} column ({err})"))
+    how = ImportOrigin("folder", dataset, str(folder), json.dumps({
+        "default_split": default_split, "probe": probe, "allow_outside_root": allow_outside_root}))
     return import_records(con, folder, items, dataset=dataset, probe=probe, origin=str(annotations),
-                          require_caption=True, allow_outside_root=allow_outside_root)
+                          require_caption=True, allow_outside_root=allow_outside_root, how=how, only=only)
 
 
 def _extract(data: bytes, target: Path) -> None:
@@ -125,13 +130,16 @@ def _extract(data: bytes, target: Path) -> None:
 
 
 def import_video2dataset(con: duckdb.DuckDBPyConnection, tars: list[str | os.PathLike], media_dir: str | os.PathLike,
-                         *, dataset: str, split: str | None = None, probe: bool = True) -> ImportSummary:
-    """Import video2dataset WebDataset tars (``<key>.mp4`` + ``.txt`` / ``.json``).
+                         *, dataset: str, split: str | None = None, probe: bool = True,
+                         only: Collection[str] | None = None) -> ImportSummary:
+    """Import video2dataset WebDataset tars (``<key>.mp4`` + ``.txt`` / ``.json``), tar by tar.
 
-    split: every key's split; None: a ``split`` field of the key's JSON, else ``hash_split`` of the clip id."""
+    split: every key's split; None: a ``split`` field of the key's JSON, else ``hash_split`` of the clip id.
+    only: import just these keys (their ``tar:key``): ``vljepa data failures --retry``."""
     media_dir = Path(media_dir).resolve()
-    items: list[_Record] = []
-    for tar_path in map(Path, tars):
+    total = ImportSummary(n_in=0, n_imported=0, n_skipped=0, n_failed=0, failed=())
+    for tar_path in (Path(t).resolve() for t in tars):
+        items: list[_Record] = []
         groups: dict[str, dict[str, bytes]] = {}
         with tarfile.open(tar_path) as tar:
             for member in tar:
@@ -162,12 +170,18 @@ def import_video2dataset(con: duckdb.DuckDBPyConnection, tars: list[str | os.Pat
             record = {"clip_id": clip_id, "path": rel.as_posix(), "caption": caption,
                       "split": split_name(given) if given else hash_split(clip_id)}
             items.append(_Record(where, record, None))
-    return import_records(con, media_dir, items, dataset=dataset, probe=probe,
-                          origin=", ".join(map(str, tars)), require_caption=True)
+        how = ImportOrigin("video2dataset", dataset, str(media_dir), json.dumps({"split": split, "probe": probe}))
+        one = import_records(con, media_dir, items, dataset=dataset, probe=probe, origin=str(tar_path),
+                             require_caption=True, how=how, only=only)
+        total = ImportSummary(n_in=total.n_in + one.n_in, n_imported=total.n_imported + one.n_imported,
+                              n_skipped=total.n_skipped + one.n_skipped, n_failed=total.n_failed + one.n_failed,
+                              failed=total.failed + one.failed)
+    return total
 
 
 def import_msrvtt(con: duckdb.DuckDBPyConnection, annotations: str | os.PathLike, video_dir: str | os.PathLike,
-                  *, dataset: str, probe: bool = True, allow_outside_root: bool = False) -> ImportSummary:
+                  *, dataset: str, probe: bool = True, allow_outside_root: bool = False,
+                  only: Collection[str] | None = None) -> ImportSummary:
     """Import an MSR-VTT-style JSON (``videos`` + ``sentences``) over ``video_dir/<video_id>.<ext>``.
 
     Each video is one row (failures name ``<json>:videos[i]``); its caption is its first sentence
@@ -198,5 +212,7 @@ def import_msrvtt(con: duckdb.DuckDBPyConnection, annotations: str | os.PathLike
         if video.get("label") not in (None, ""):
             record["label"] = str(video["label"])
         items.append(_Record(where, record, None))
+    how = ImportOrigin("msrvtt", dataset, str(video_dir), json.dumps({"probe": probe,
+                                                                       "allow_outside_root": allow_outside_root}))
     return import_records(con, video_dir, items, dataset=dataset, probe=probe, origin=str(annotations),
-                          require_caption=True, allow_outside_root=allow_outside_root)
+                          require_caption=True, allow_outside_root=allow_outside_root, how=how, only=only)

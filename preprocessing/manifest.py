@@ -19,15 +19,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from preprocessing.decode import DecodeError, VideoInfo, is_image_path, probe_video
-from preprocessing.rows import annotation_rows, check_caption, clean_row, media_path, optional_field, valid_text
+from preprocessing.rows import (ImportOrigin, annotation_rows, check_caption, clean_row, media_path, optional_field,
+                                valid_text)
 from vljepa.files import canonical_sha256, file_sha256
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -179,6 +180,7 @@ def import_corpus(
     probe: bool = True,
     probe_workers: int = 4,
     allow_outside_root: bool = False,
+    only: Collection[str] | None = None,
 ) -> ImportSummary:
     """Import a generated corpus (layout in the module docstring) into the manifest.
 
@@ -192,10 +194,13 @@ def import_corpus(
     annotations_path = corpus_dir / ANNOTATIONS_FILE
     if not annotations_path.is_file():
         raise FileNotFoundError(f"{annotations_path} not found: is {corpus_dir} a generated corpus?")
-    con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
+    if only is None:
+        con.execute(load_sql("clear_line_failures"), {"stage": IMPORT_STAGE, "prefix": f"{annotations_path}:"})
+    how = ImportOrigin("corpus", dataset, str(corpus_dir), json.dumps({"probe": probe,
+                                                                        "allow_outside_root": allow_outside_root}))
     return import_records(con, corpus_dir, list(_read_records(annotations_path)), dataset=dataset,
                           probe=probe, probe_workers=probe_workers, origin=str(annotations_path),
-                          allow_outside_root=allow_outside_root)
+                          allow_outside_root=allow_outside_root, how=how, only=only)
 
 
 def import_records(
@@ -209,6 +214,8 @@ def import_records(
     origin: str = "records",
     require_caption: bool = False,
     allow_outside_root: bool = False,
+    how: ImportOrigin | None = None,
+    only: Collection[str] | None = None,
 ) -> ImportSummary:
     """Import corpus-style records (clip_id, path relative to base_dir, split, caption, label,
     events, qa) as import_corpus does; with require_caption a missing or empty caption is a
@@ -217,9 +224,14 @@ def import_records(
     Row by row (``preprocessing.rows``): a row's strings are made valid UTF-8 (noted in
     ``import_notes``), its file must resolve inside ``base_dir`` (symlinks followed) unless
     ``allow_outside_root``, and any error of one row is recorded in ``failures`` under its
-    file's path (or its annotation line) while the other rows go on.
+    file's path (or its annotation line) while the other rows go on. ``how`` is recorded as
+    ``origin``'s importer (for ``--retry``); ``only``: import just the rows whose ``where`` it holds.
     """
     base_dir = Path(base_dir).resolve()
+    if how is not None:
+        con.execute(load_sql("upsert_import_origin"), {"origin": origin, **asdict(how)})
+    if only is not None:
+        items = [item for item in items if item.where in only]
     n_in = n_imported = n_skipped = 0
     failed: list[str] = []
     seen: set[str] = set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from vljepa.files import canonical_json
 
 class OutsideRoot(ValueError):
     """A row's file resolves outside the dataset folder."""
+
+
+@dataclass(frozen=True)
+class ImportOrigin:
+    """How an annotation file was imported: what ``preprocessing.retry`` re-imports its failed rows with."""
+
+    kind: str  # corpus, folder, video2dataset, msrvtt
+    dataset: str
+    root: str
+    options: str = "{}"  # JSON: the importer's other arguments
 
 
 def valid_text(text: str) -> str:

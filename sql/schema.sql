@@ -119,3 +119,13 @@ CREATE TABLE IF NOT EXISTS mix_draws (
     idx       INTEGER NOT NULL,       -- annotation idx within (source_id, task)
     PRIMARY KEY (run_id, draw_idx)
 );
+
+-- How each annotation file was imported (importer, folder, dataset, options as JSON): what
+-- `vljepa data failures --retry` re-imports a failed row of it with (preprocessing.retry).
+CREATE TABLE IF NOT EXISTS import_origins (
+    origin  VARCHAR PRIMARY KEY,      -- the annotation file (or tar) that failures name with ":line"
+    kind    VARCHAR NOT NULL,         -- corpus, folder, video2dataset, msrvtt
+    dataset VARCHAR NOT NULL,
+    root    VARCHAR NOT NULL,
+    options VARCHAR NOT NULL
+);

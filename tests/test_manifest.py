@@ -14,14 +14,7 @@ import duckdb
 import pytest
 
 from preprocessing import manifest as manifest_module
-from preprocessing.manifest import (
-    SQL_DIR,
-    import_corpus,
-    open_manifest,
-    record_failure,
-    record_token_cache,
-    split_rows,
-)
+from preprocessing.manifest import SQL_DIR, import_corpus, open_manifest, record_failure, record_token_cache, split_rows
 
 TABLES = ("sources", "annotations", "splits", "token_caches", "cache_members", "failures")
 SPLITS = {"clip_000000": "train", "clip_000001": "val", "clip_000002": "train", "clip_000003": "train"}
@@ -387,6 +380,9 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch, tmp_
 
     db, train = str(con.execute("PRAGMA database_list").fetchall()[0][2]), ["clip_000000", "clip_000002", "clip_000003"]
     assert {r["split"]: r["n_clips"] for r in loaders.dataset_profile(db, "synthetic")} == {"train": 3, "val": 1}
+    from preprocessing.retry import retry_import_failures  # import_origins: written by import_corpus, read here
+
+    assert [(s.n_in, s.n_failed) for s in retry_import_failures(con).by_origin.values()] == [(1, 1)]  # still bad
     assert [c["source_id"] for c in loaders.event_clips(db, "train", min_events=2)] == train
     assert loaders.caption_bank(db, "train") and loaders.annotations(db, "train")["clip_000000"]["qa"]
     cache = write_token_cache(tmp_path / "train.parquet", sample_ids=train, tokens=np.zeros((3, 2, 4), np.float16),

@@ -84,7 +84,7 @@ def build_model(cfg: VLJepaConfig, *, meta: bool = False, load_weights: bool = T
         if load_weights:
             model.predictor.load_lm(lm_path / "model.safetensors")
         model.query_tokenizer = HFTokenizer(lm_path, pad_id=lm.pad_token_id)
-    model.target_tokenizer = _target_tokenizer(cfg)
+    model.target_tokenizer = target_tokenizer(cfg)
     model.target_prompt = prompt_prefix(cfg.y_encoder)
     check_partition(model)
     return model
@@ -150,7 +150,8 @@ def _lm_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
     return HFTokenizer(lm_dir(cfg), pad_id=cfg.predictor.lm.pad_token_id)
 
 
-def _target_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
+def target_tokenizer(cfg: VLJepaConfig) -> Tokenizer:
+    """The y-encoder's tokenizer (built without the model)."""
     from vljepa.weights import minilm_dir
 
     y = cfg.y_encoder

@@ -25,6 +25,10 @@ class ByteTokenizer:
         self.vocab_size = vocab_size
         self.pad_id = 0
 
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text before truncation."""
+        return [len(t.encode()) for t in texts]
+
     def __call__(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = [[1 + b % (self.vocab_size - 1) for b in t.encode()][:max_length] for t in texts]
         length = max((len(e) for e in encoded), default=0)
@@ -48,6 +52,10 @@ class HFTokenizer:
                 raise ValueError(f"tokenizer at {path} has no pad token; pass pad_id")
             self.tokenizer.pad_token_id = pad_id
         self.pad_id = int(self.tokenizer.pad_token_id)
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text before truncation (special tokens included, as the model reads them)."""
+        return [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
 
     def __call__(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length,

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     failures.add_argument("--stage", help="only this stage (import, decode, encode)")
     failures.add_argument("--all", action="store_true", help="every failure with its full error, not the groups")
     failures.add_argument("--json", action="store_true", help="every failure as JSON (with its reason)")
+    failures.add_argument("--retry", action="store_true",
+                          help="re-import only the rows that failed at import (after you fixed them in place), "
+                               "from the annotation files they came from; the others are not read again")
+    notes = sub.add_parser("notes", help="rows kept with a note: invalid UTF-8 replaced, captions longer than the "
+                                         "y-encoder reads")
+    notes.add_argument("--json", action="store_true")
     return parser
 
 
@@ -103,7 +109,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from flows.env import StateLayout
     from preprocessing.manifest import list_failures, open_manifest
 
-    read_only = args.command == "failures" or (args.command == "mix" and args.mix_command == "show")
+    read_only = (args.command == "notes" or (args.command == "failures" and not args.retry)
+                 or (args.command == "mix" and args.mix_command == "show"))
     try:
         con = open_manifest(args.manifest or StateLayout.resolve().manifest, read_only=read_only)
     except FileNotFoundError as err:  # nothing imported yet: say what to run, no traceback
@@ -156,6 +163,21 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 print(f"{s.component:<16}{s.task:<16}{s.dataset + '/' + s.split:<24}{s.share:>7.3f}"
                       f"{s.n_items:>8}{s.n_sources:>8}{tokens:>12}{epochs:>9}")
             return 0
+        if args.command == "notes":
+            from preprocessing.manifest import list_import_notes
+
+            notes = list_import_notes(con)
+            if args.json:
+                emit(json.dumps(notes, indent=2, default=str))
+            for note in [] if args.json else notes:
+                print(f"{note['path']}\n        {note['note']}")
+            print(f"{len(notes)} note(s)", file=sys.stderr if args.json else sys.stdout)
+            return 0
+        if args.retry:
+            from preprocessing.retry import retry_import_failures
+
+            for line in retry_import_failures(con).lines():
+                print(line)
         from preprocessing.manifest import failure_reason
 
         rows = [{**row, "reason": failure_reason(row["error"])} for row in list_failures(con, args.stage)]
