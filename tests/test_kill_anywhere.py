@@ -6,8 +6,9 @@ shortest stages of the tiny preset take 0.1-0.3 s, so a kill may land just past 
 manifest import, still images, token caching, both training phases, evaluation, MLflow tracking (whose
 first call creates the SQLite store; tests/test_tracking_store.py kills inside that creation itself)
 and registration. Each re-run picks up from what the kills left, and the last one must finish with the
-metrics of a run never interrupted. Not killed inside here: the corpus generation (the first stage,
-before any stage line is printed). Slow (~2 min): `bash infra/test.sh -m slow`.
+metrics of a run never interrupted. The corpus generation (the first stage, before any stage line is
+printed) is killed first, once its first clip is on disk and before its annotations are written.
+Slow (~2 min): `bash infra/test.sh -m slow`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def _kill_after(state: Path, stage: str, delay: float) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
+def _kill_inside_corpus(state: Path) -> bool:
+    """SIGKILL the run once the generator has written a clip but not yet its annotations (True if so)."""
+    proc = subprocess.Popen(_argv(state), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any((state / "data").glob("synthetic-*/videos/*.mp4")):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    corpus = next((state / "data").glob("synthetic-*"), None)
+    return (proc.returncode == -signal.SIGKILL and corpus is not None
+            and not (corpus / "annotations.jsonl").exists())
+
+
 def _metrics(result: dict) -> dict:
     return {**result["metrics"], **{f"suite/{k}": v for k, v in result["suite_metrics"].items()}}
 
@@ -62,10 +79,11 @@ def test_a_kill_inside_any_stage_then_a_rerun_gives_the_uninterrupted_metrics(tm
     stages = list(reference["stage_seconds"])  # in the order they ran
     seconds = reference["stage_seconds"]
     # half-way through the next stage by the uninterrupted run's clock (at most 0.3 s in)
-    killed_inside = [stages[k + 1] for k in range(len(stages) - 1)
-                     if _kill_after(state, stages[k], min(0.3, seconds[stages[k + 1]] / 2))]
+    killed_inside = [stages[0]] if _kill_inside_corpus(state) else []
+    killed_inside += [stages[k + 1] for k in range(len(stages) - 1)
+                      if _kill_after(state, stages[k], min(0.3, seconds[stages[k + 1]] / 2))]
     resumed = _finish(state)
     print(f"killed half-way into: {killed_inside}; their lengths uninterrupted: {seconds}")
-    assert killed_inside == stages[1:], killed_inside  # every stage after the first (the corpus)
+    assert killed_inside == stages, killed_inside  # every stage, the corpus generation first
     assert _metrics(resumed) == _metrics(reference)
     assert resumed["train_steps"] == reference["train_steps"]
