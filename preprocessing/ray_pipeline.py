@@ -42,6 +42,7 @@ from preprocessing.pipeline import (
     sample_id_for,
     sharded_cache_key,
 )
+from preprocessing.reuse import CachedClips, settings_key
 from preprocessing.sampling import SamplingConfig
 from preprocessing.shards import ShardedCache, TokenRecord
 
@@ -140,14 +141,55 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
 
     encoder: the built encoder on the driver (for the cache key and token shape);
     encoder_cfg: its XEncoderConfig, rebuilt once in each actor.
+    Clips another complete cache under the same root holds with the same settings are copied from
+    it first (``preprocessing.reuse``, as ``run_local`` does); only the others go through Ray.
     """
-    import ray
-
     start = time.perf_counter()
     store = ShardedCache(cache.root)
     key = sharded_cache_key(encoder, sampling, cache, clips)
     if store.exists(key):
         return result_from_index(store, key, n_in=len(clips))
+    settings = settings_key(encoder, sampling)
+    reusable = CachedClips(store.root, settings, {(c.sample_id, c.content_hash) for c in clips})
+    writer = store.writer(key, fmt=cache.format, shard_size=cache.shard_size, encoder_id=encoder.encoder_id)
+    failures: list[Failure] = []
+    cached: dict[str, int] = {}
+    n_frames = n_reused = 0
+    fresh: list[ClipRef] = []
+    for clip in clips:
+        records = reusable.take(clip.sample_id, clip.content_hash) if (clip.sample_id, clip.content_hash) in reusable \
+            else []
+        if not records:  # not cached elsewhere (or not found in order there): through Ray
+            fresh.append(clip)
+            continue
+        for record in records:
+            writer.add(record)
+            n_frames += len(record.timestamps)
+        cached[clip.sample_id] = len(records)
+        n_reused += 1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(clips), initial=n_reused, desc="preprocess[ray]", unit="video")
+    if fresh:
+        n_frames += _encode_with_ray(encoder, encoder_cfg, fresh, sampling, ray_cfg, writer, cached, failures, bar,
+                                     start)
+    if bar is not None:
+        bar.close()
+    hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
+    result = _finish(writer, store, key, {**(config or {}), "settings_key": settings, "clip_hashes": hashes},
+                     sampling, cache, clips, cached, failures, n_frames, start)
+    result.n_reused_sources = n_reused
+    return result
+
+
+def _encode_with_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: SamplingConfig,
+                     ray_cfg: RayConfig, writer: Any, cached: dict[str, int], failures: list[Failure], bar: Any,
+                     start: float) -> int:
+    """Decode and encode ``clips`` in a Ray Data pipeline into ``writer``; returns the frames encoded."""
+    import ray
+
     ensure_ray(ray_cfg)
     spec = encoder.spec
     items = [{"sample_id": c.sample_id, "path": c.path, "content_hash": c.content_hash,
@@ -159,17 +201,9 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
     ds = ds.map_batches(EncodeTokens, fn_constructor_args=(encoder_cfg,), batch_size=ray_cfg.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=ray_cfg.encode_actors),
                         num_gpus=ray_cfg.num_gpus or None, num_cpus=ray_cfg.encode_cpus)
-    writer = store.writer(key, fmt=cache.format, shard_size=cache.shard_size, encoder_id=encoder.encoder_id)
     shape = (encoder.num_tokens, encoder.token_dim)
-    failures: list[Failure] = []
-    cached: dict[str, int] = {}
     seen_sources: set[str] = set()
     n_frames = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(clips), desc="preprocess[ray]", unit="video")
     for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
         for i in range(len(batch["error"])):
             source_id, error = str(batch["source_id"][i]), str(batch["error"][i])
@@ -187,6 +221,4 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
         if bar is not None:
             elapsed = max(time.perf_counter() - start, 1e-9)
             bar.set_postfix(videos_s=f"{len(seen_sources) / elapsed:.2f}", frames_s=f"{n_frames / elapsed:.1f}")
-    if bar is not None:
-        bar.close()
-    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start)
+    return n_frames

@@ -63,3 +63,30 @@ def test_ray_matches_local_and_reruns_as_no_op(ray_local, clips, tmp_path, tiny_
     again = run_ray(encoder, tiny_cfg.x_encoder, clips, sampling,
                     CacheConfig(root=str(tmp_path / "ray"), format="webdataset", shard_size=4), ray_cfg)
     assert again.reused and again.n_samples == result.n_samples
+
+
+def test_ray_copies_the_clips_another_cache_holds_and_encodes_the_rest(ray_local, clips, tmp_path, tiny_cfg):
+    """Adding a clip to a split cached by the local engine: Ray encodes that clip only (preprocessing.reuse)."""
+    from preprocessing.ray_pipeline import RayConfig, run_ray
+    from vljepa.encoders import build_x_encoder
+
+    encoder = build_x_encoder(tiny_cfg.x_encoder)
+    sampling = SamplingConfig(num_frames=tiny_cfg.x_encoder.num_frames)
+    cache = CacheConfig(root=str(tmp_path / "cache"), shard_size=2)
+    good = clips[:5]
+    first = run_local(encoder, good[:4], sampling, cache)
+    more = run_ray(encoder, tiny_cfg.x_encoder, good, sampling, cache,
+                   RayConfig(decode_concurrency=1, encode_actors=1, batch_size=2))
+    assert (more.n_reused_sources, more.n_cached_sources, more.reused) == (4, 5, False)
+    assert more.cache_key != first.cache_key
+    fresh = run_local(encoder, good, sampling, CacheConfig(root=str(tmp_path / "fresh"), shard_size=2))
+    got, want = tokens_by_id(more.cache_dir), tokens_by_id(fresh.cache_dir)
+    assert sorted(got) == sorted(want)
+    for sample_id, (tokens, stamps) in want.items():  # the copied four exactly; the Ray-encoded one to fp16
+        np.testing.assert_allclose(got[sample_id][0].astype(np.float32), tokens.astype(np.float32), atol=1e-2)
+        np.testing.assert_array_equal(got[sample_id][1], stamps)
+    # A Ray-made cache records its settings and clip hashes too, so later runs can copy from it.
+    import json
+
+    config = json.loads((more.cache_dir / "index.json").read_text())["config"]
+    assert config["clip_hashes"] == {c.sample_id: c.content_hash for c in good} and config["settings_key"]
