@@ -92,7 +92,7 @@ class CheckpointManager:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def save(self, *, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: Any, cfg: VLJepaConfig, state: dict[str, Any],
+             scheduler: Any, cfg: Any, state: dict[str, Any],
              metrics: dict[str, float] | None = None) -> Path:
         """Write checkpoint ``step`` atomically, then prune; returns its directory."""
         from safetensors.torch import save_file

@@ -32,6 +32,7 @@ class YDecoderConfig:
     seed: int = 0
     num_threads: int | None = 2
     device: str = "cpu"  # where the decoder trains (the y-encoder's embeddings are moved there)
+    checkpoint_every: int | None = None  # steps between resumable checkpoints (out_dir/checkpoints); None: none
     # Tiny random LM (unit tests).
     tiny_hidden: int = 32
     tiny_heads: int = 4

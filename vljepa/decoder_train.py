@@ -38,7 +38,10 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         model: a trained VL-JEPA; only its y-encoder is used (frozen, eval mode).
         texts: training texts (captions, event captions, answers); duplicates are dropped.
         cfg: decoder architecture and optimisation.
-        out_dir: if given, the decoder is saved there (safetensors + config JSON).
+        out_dir: if given, the decoder is saved there (safetensors + config JSON); with
+            ``cfg.checkpoint_every`` resumable checkpoints go to ``out_dir/checkpoints`` (model,
+            optimizer, scheduler, RNG states, the sampling generator and the batch order left), and a
+            re-run into the same ``out_dir`` resumes from the latest one.
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -76,9 +79,22 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, desc="y-decoder", unit="step")
-    start = time.perf_counter()
     order: list[int] = []
-    for step in range(cfg.steps):
+    first = 0
+    manager = None
+    if out_dir is not None and cfg.checkpoint_every:
+        from vljepa.checkpoint import CheckpointManager
+
+        manager = CheckpointManager(Path(out_dir) / "checkpoints", keep_last=1)
+        latest = manager.latest()
+        if latest is not None:
+            state = manager.load(latest, model=decoder, optimizer=optimizer, scheduler=scheduler)
+            first = state["step"]
+            order, result.history = _restore_sampler(generator, state)
+            if bar is not None:
+                bar.update(first)
+    start = time.perf_counter()
+    for step in range(first, cfg.steps):
         if len(order) < cfg.batch_size:
             order += torch.randperm(len(texts), generator=generator).tolist()
         index, order = order[: cfg.batch_size], order[cfg.batch_size :]
@@ -94,6 +110,11 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         optimizer.step()
         scheduler.step()
         result.history.append({"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]})
+        done = step + 1
+        if manager is not None and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            manager.save(step=done, model=decoder, optimizer=optimizer, scheduler=scheduler, cfg=cfg,
+                         state={"generator": generator.get_state().tolist(), "order": order,
+                                "history": result.history})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -104,3 +125,9 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     if out_dir is not None:
         decoder.save(out_dir)
     return result
+
+
+def _restore_sampler(generator: torch.Generator, state: dict) -> tuple[list[int], list[dict[str, float]]]:
+    """Put the batch-order / noise generator back where a checkpoint left it: (order left, history)."""
+    generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+    return list(state["order"]), list(state["history"])

@@ -4,7 +4,10 @@ The same seeded batch order (``BatchStream(len(data), batch_size, seed)``), the 
 optimiser steps (``total_steps``), AdamW with betas (0.9, 0.95) over the same parameter groups and
 weight-decay rules (``param_groups``), the same ``lr_lambda`` schedule, gradient clipping and
 autocast: only the loss differs (next-token cross-entropy instead of InfoNCE; paper Sec. 4.2).
-One process; ``cfg.train.device`` and ``cfg.train.num_threads`` are honoured.
+One process; ``cfg.train.device`` and ``cfg.train.num_threads`` are honoured. With
+``train.checkpoint_every`` it writes resumable checkpoints as ``vljepa.train`` does (model,
+optimizer, scheduler, RNG states, batch-stream position, history: ``vljepa.checkpoint``) under
+``out_dir/checkpoints``, and a re-run into the same ``out_dir`` resumes from the latest one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from vljepa.baselines.token_vlm import TokenVLM, TokenVLMConfig, build_token_vlm
+from vljepa.checkpoint import CheckpointManager
 from vljepa.config import VLJepaConfig
 from vljepa.data import BatchStream, TrainData
 from vljepa.model import param_groups
@@ -79,9 +83,17 @@ def train_token_vlm(cfg: VLJepaConfig, vlm_cfg: TokenVLMConfig, data: TrainData,
     micro_size, _ = micro_batch_sizes(cfg, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     result = TokenVLMTrainResult(model=model, out_dir=out_dir)
-    bar = _progress(steps, 0, progress)
+    manager = CheckpointManager(out_dir / "checkpoints", keep_last=tcfg.keep_last)
+    start = 0
+    latest = manager.latest()
+    if latest is not None:  # a re-run after a kill: continue where the checkpoint left off
+        state = manager.load(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+        stream.load_state_dict(state["stream"])
+        start, result.samples_seen, result.history = state["step"], state["samples_seen"], state["history"]
+        result.snapshots = state.get("snapshots", [])
+    bar = _progress(steps, start, progress)
     wall_start = time.perf_counter()
-    for step in range(steps):
+    for step in range(start, steps):
         step_start = time.perf_counter()
         index = stream.next()  # (B,) the VL-JEPA run's batch of this step
         loss_sum = torch.zeros((), device=device)
@@ -104,6 +116,10 @@ def train_token_vlm(cfg: VLJepaConfig, vlm_cfg: TokenVLMConfig, data: TrainData,
         done = step + 1
         if done in snapshot_steps:
             result.snapshots.append(_snapshot(model, out_dir, done, result.samples_seen, row["loss"]))
+        if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < steps:
+            manager.save(step=done, model=model, optimizer=optimizer, scheduler=scheduler, cfg=cfg,
+                         state={"stream": stream.state_dict(), "samples_seen": result.samples_seen,
+                                "history": result.history, "snapshots": result.snapshots})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_s']:.1f}")
