@@ -129,9 +129,11 @@ def promote_if_better(client, *, name: str, version: str, metric: str, greater_i
     better = best is None or (value > best if greater_is_better else value < best)
     if better:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-        return Promotion(True, version, metric, value, best,
-                         "champion lacks the metric" if best is None else "beats the champion")
-    return Promotion(False, str(champion.version), metric, value, best, "does not beat the champion")
+        return Promotion(True, version, metric, value, best, "champion lacks the metric" if best is None else
+                         f"{metric} {value:.4f} beats the champion's {best:.4f}")
+    how = "ties" if value == best else "is worse than"
+    return Promotion(False, str(champion.version), metric, value, best,
+                     f"{metric} {value:.4f} {how} the champion's {best:.4f}")
 
 
 __all__ = ["CANDIDATE_ALIAS", "CHAMPION_ALIAS", "EVAL_KEY_TAG", "Registration", "Promotion", "find_version",

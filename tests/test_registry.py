@@ -157,3 +157,51 @@ def test_a_model_evaluated_on_another_test_set_moves_no_alias(client):
     assert client.get_model_version("m", tiny.version).tags["vljepa.eval_key"] == "tiny-test-key"
     better, promoted = register(0.61, "small-test-key")
     assert better.candidate and promoted.promoted and aliases() == (better.version, better.version)
+
+
+def test_champion_through_the_evaluation_path_moves_for_better_not_for_tied_or_worse(tmp_path):
+    """Four evaluations of real checkpoints on one test set, each in its own MLflow run: a degraded
+    copy of the tiny model first (champion: none yet), then the trained model (better: promoted), the
+    trained model again (tied: stays), the degraded one again (worse: stays). The log line says which
+    version and aliases moved, with both values."""
+    import torch
+
+    from flows.evaluate import EvalConfig, run_evaluation
+    from tests.tiny_run import tiny_run
+    from vljepa.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tiny_run()
+    degraded = load_checkpoint(run["checkpoint_dir"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in degraded.predictor.parameters():
+            p.add_(torch.randn_like(p) * 2.0)
+    save_checkpoint(degraded, tmp_path / "degraded")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("ranked", artifact_location=(tmp_path / "artifacts").as_uri())
+    cfg = EvalConfig(tasks=("retrieval",), decoder_steps=2, registered_model="ranked")
+    logs, values = [], []
+    for n, checkpoint in enumerate([tmp_path / "degraded", run["checkpoint_dir"], run["checkpoint_dir"],
+                                    tmp_path / "degraded"]):
+        with mlflow.start_run(experiment_id=experiment) as mlflow_run:
+            pass
+        summary = run_evaluation(checkpoint, run["db_path"], run["test_cache"], run["corpus_dir"],
+                                 mlflow_run.info.run_id, tracking_uri=uri, out_dir=tmp_path / f"eval{n}", cfg=cfg)
+        logs.append(summary["mlflow"]["registry_log"])
+        values.append(summary["metrics"]["retrieval/t2v_r1"])
+    low, high = values[0], values[1]
+    assert low < high and values == [low, high, high, low], values  # the premise: noise made it worse
+    metric = "eval/retrieval/t2v_r1"
+    assert logs == [
+        "registered ranked version 1; candidate -> 1; champion -> 1 (no champion yet)",
+        f"registered ranked version 2; candidate -> 2; champion -> 2 ({metric} {high:.4f} beats the champion's "
+        f"{low:.4f})",
+        f"registered ranked version 3; candidate -> 3; champion stays at version 2 ({metric} {high:.4f} ties the "
+        f"champion's {high:.4f})",
+        f"registered ranked version 4; candidate -> 4; champion stays at version 2 ({metric} {low:.4f} is worse "
+        f"than the champion's {high:.4f})"]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("ranked", CHAMPION_ALIAS).version) == "2"
+    assert str(client.get_model_version_by_alias("ranked", CANDIDATE_ALIAS).version) == "4"
+    mlflow.set_tracking_uri(None)
