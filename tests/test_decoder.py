@@ -48,6 +48,22 @@ def test_the_y_encoder_stays_frozen_while_the_decoder_trains(trained):
         assert torch.equal(a, b), name
 
 
+def _reference_greedy(decoder, embedding: torch.Tensor) -> str:
+    """Greedy decoding written independently of ``generate``: no KV cache, no beams, the whole
+    sequence re-run at every step, the arg-max token appended until EOS or the length limit."""
+    tokens: list[int] = []
+    with torch.no_grad():
+        prefix = decoder.prefix(embedding[None].to(decoder.device))  # (1, P, H)
+        for _ in range(decoder.cfg.max_length):
+            steps = decoder.lm.embed_tokens(torch.tensor([tokens], dtype=torch.long)) if tokens else prefix[:, :0]
+            hidden = decoder.lm(inputs_embeds=torch.cat([prefix, steps], dim=1)).last_hidden_state
+            token = int(decoder._logits(hidden[:, -1]).argmax(-1))
+            if token == decoder.eos_local:
+                break
+            tokens.append(token)
+    return decoder.to_text(tokens)
+
+
 def test_beam_search_returns_texts_and_beam_one_is_greedy(trained):
     model, result, _ = trained
     from vljepa.evaluate import text_embeddings
@@ -56,6 +72,7 @@ def test_beam_search_returns_texts_and_beam_one_is_greedy(trained):
     greedy = result.decoder.generate(embedding, num_beams=1)
     beam = result.decoder.generate(embedding, num_beams=3)
     assert len(greedy) == len(beam) == len(TEXTS)
+    assert greedy == [_reference_greedy(result.decoder, e) for e in embedding]  # beam 1 is greedy, token for token
     assert sum(b == t for b, t in zip(beam, TEXTS)) >= sum(g == t for g, t in zip(greedy, TEXTS)) - 1
     # max_new_tokens bounds the output length (bytes here).
     short = result.decoder.generate(embedding, num_beams=2, max_new_tokens=3)

@@ -132,9 +132,20 @@ def test_classification_with_templates_on_a_tiny_model():
     data = _data()
     labels = sorted(set(data.labels)) + ["green cross"]
     result = classification.run(model, data, labels)
-    assert 0 <= result.metrics["top1"] <= result.metrics["top5"] <= 1
     assert np.asarray(result.details["confusion"]).sum() == len(data)
     emb = classification.label_embeddings(model, labels)
+    # The class embedding is the normalised mean of one embedding per template (each built alone).
+    one = torch.stack([classification.label_embeddings(model, labels, (t,)) for t in classification.TEMPLATES])
+    assert torch.allclose(emb, F.normalize(one.mean(0), dim=-1), atol=1e-6)
+    assert not torch.allclose(emb, one[0], atol=1e-3)  # averaging changed something: not just the first template
+    # top-1 / top-5 from the ranks of the true class among the averaged classes, counted here
+    from vljepa.tasks.common import predict
+
+    video = predict(model, data.dataset().visual(list(range(len(data)))))  # no training query: stage 1
+    scores = (video @ emb.T).numpy()
+    truth = np.array([labels.index(lbl) for lbl in data.labels])
+    ranks = (scores > scores[np.arange(len(data)), truth][:, None]).sum(1)  # classes scoring above the truth
+    assert result.metrics == pytest.approx({"top1": float((ranks == 0).mean()), "top5": float((ranks < 5).mean())})
     assert torch.allclose(emb.norm(dim=1), torch.ones(len(labels)), atol=1e-5)
     assert F.cosine_similarity(emb[0], emb[1], dim=0) < 0.9999
 

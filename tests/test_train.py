@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -60,8 +59,26 @@ def test_batch_policy_rounds_the_per_rank_batch_down_and_says_the_effective_batc
 def test_each_configured_loss_trains(tmp_path, loss):
     from vljepa.train import train
 
-    result = train(tiny_cfg(**{"train.loss": loss, "train.max_steps": 2}), tiny_data(), tmp_path, progress=False)
-    assert all(np.isfinite(h["loss"]) for h in result.history)
+    import torch.nn.functional as F
+
+    from vljepa.data import BatchStream
+    from vljepa.model import build_model
+    from vljepa.train import TrainStep
+
+    cfg = tiny_cfg(**{"train.loss": loss, "train.max_steps": 2})
+    data = tiny_data()
+    result = train(cfg, data, tmp_path, progress=False)
+    # Step 1's loss, by hand: the same initial weights and first batch, the formula written out here.
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    model.train()
+    index = BatchStream(len(data), cfg.train.batch_size, cfg.train.seed).next()
+    with torch.no_grad():
+        predicted, target = TrainStep(model)(data.visual(index), None, data.text(index))
+    by_hand = {"l2": lambda p, t: ((p - t) ** 2).mean(), "l1": lambda p, t: (p - t).abs().mean(),
+               "cosine": lambda p, t: (1 - F.cosine_similarity(p, t, dim=-1)).mean()}[loss](predicted, target)
+    assert result.history[0]["loss"] == pytest.approx(float(by_hand), rel=1e-5)
+    assert result.history[1]["loss"] != result.history[0]["loss"]  # the update moved the model
 
 
 def test_cosine_and_constant_schedules():

@@ -33,6 +33,22 @@ def test_hash_split_is_a_function_of_the_id_alone_and_close_to_80_10_10():
     assert [hash_split(f"clip-{i}") for i in (0, 4, 5)] == ["train", "test", "val"]
 
 
+def test_rows_without_a_split_go_where_the_hash_of_their_clip_id_says(tmp_path):
+    from preprocessing.importers import import_folder
+
+    for name in ("a", "b", "c", "d"):
+        make_h264(tmp_path / f"{name}.mp4", 1)
+    _write_csv(tmp_path / "ann.csv", [{"path": "a.mp4", "clip_id": "clip-0", "caption": "x", "split": ""},
+                                      {"path": "b.mp4", "clip_id": "clip-4", "caption": "x", "split": ""},
+                                      {"path": "c.mp4", "clip_id": "clip-5", "caption": "x", "split": ""},
+                                      {"path": "d.mp4", "clip_id": "clip-6", "caption": "x", "split": "validation"}])
+    con = open_manifest(tmp_path / "m.duckdb")
+    assert import_folder(con, tmp_path, tmp_path / "ann.csv", dataset="h", probe=False).n_imported == 4
+    splits = {s: [r["source_id"] for r in split_rows(con, s, "h")] for s in ("train", "val", "test")}
+    assert splits == {"train": ["clip-0"], "val": ["clip-5", "clip-6"], "test": ["clip-4"]}
+    con.close()
+
+
 def _write_csv(path: Path, rows: list[dict]) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=sorted({k for r in rows for k in r}))
