@@ -162,13 +162,18 @@ def to_markdown(results: list[BenchResult], meta: dict[str, Any]) -> str:
              "## Ratios", ""]
     if busy(meta):
         lines += [f"**The machine was busy** (load average above its {m['usable_cores']} cores): ratios that compare",
-                  "runs with different thread or process counts (DDP vs 1 process, Ray workers, 2-thread steps vs",
-                  "real time) mostly measure the contention in this run.", ""]
+                  "runs with different thread or process counts (DDP vs 1 process, Ray workers, FLOP/s vs a matmul",
+                  "peak, compute vs real time) measured the contention in this run: they read \"no result (busy)\".",
+                  ""]
     lines += ["| benchmark | ratio | value | goal | met | note |", "|---|---|---|---|---|---|"]
     for r in results:
         if r.status == "error":
             lines.append(f"| {r.name} | error | — | — | — | {_cell(r.error or '')} |")
         for x in r.ratios:
+            if x.load_sensitive and busy(meta):  # it measured the contention: not quoted as a result
+                lines.append(f"| {r.name} | {_cell(x.metric)} | no result (busy) | {x.goal or ''} | — | "
+                             f"{_cell(f'measured {fmt(x.value)} under load; ' + x.note)} |")
+                continue
             met = "" if x.goal is None else ("yes" if x.goal.met(x.value) else "no")
             lines.append(f"| {r.name} | {_cell(x.metric)} | {fmt(x.value)} | {x.goal or ''} | {met} | {_cell(x.note)} |")
     lines += ["", "## Context (absolute numbers: they depend on the load, they are not results)", ""]

@@ -22,15 +22,15 @@ META = {"command": "python -m bench.run_all --quick", "quick": True, "started": 
 def fake_results() -> list[BenchResult]:
     return [
         BenchResult(name="cache_rerun", status="ok", seconds=8.2, load_before=(1.0, 1.0, 1.0), load_after=(2.0, 1.0, 1.0),
-                    ratios=[Ratio(metric="re-run / first, parquet", value=0.000543, goal=Goal(op="<=", target=0.05)),
+                    ratios=[Ratio(metric="re-run / first, parquet", value=0.000318, goal=Goal(op="<=", target=0.05)),
                             Ratio(metric="re-run / first, webdataset", value=0.0712, goal=Goal(op="<=", target=0.05))],
                     context={"n_videos": 8, "parquet": {"first_s": 1.76, "rerun_s": 0.00096}}),
         BenchResult(name="bench_streaming", status="ok", seconds=30.0,
-                    ratios=[Ratio(metric="per window / stride", value=0.0412, goal=Goal(op="<=", target=0.1)),
+                    ratios=[Ratio(metric="per window / stride", value=0.0633, goal=Goal(op="<=", target=0.1)),
                             Ratio(metric="savings vs uniform, online | causal", value=None, goal=Goal(op=">=", target=3.0),
                                   note="not reached"),
-                            Ratio(metric="DDP / single", value=1.9731, note="ideal ≈ 2"),
-                            Ratio(metric="live / cached", value=3.7, goal=Goal(op=">=", target=5.0, source="README"))]),
+                            Ratio(metric="DDP / single", value=1.4417, note="ideal ≈ 2", load_sensitive=True),
+                            Ratio(metric="live / cached", value=2.91, goal=Goal(op=">=", target=5.0, source="README"))]),
         BenchResult(name="ray_workers", status="error", seconds=3.0, error="exit 1: Traceback\nRuntimeError: no Ray | here"),
     ]
 
@@ -60,7 +60,7 @@ def test_markdown_and_json_agree(tmp_path):
         assert goal == ("" if ratio["goal"] is None else ratio["goal"]["text"])
         assert met == {None: "", True: "yes", False: "no"}[ratio["met"]]
         assert note == ratio["note"]
-    # goals are judged, not copied: 0.0712 misses ≤ 0.05, None misses ≥ 3, 3.7 misses the README's ≥ 5
+    # goals are judged, not copied: 0.0712 misses ≤ 0.05, None misses ≥ 3, 2.91 misses the README's ≥ 5
     mets = {r["metric"]: r["met"] for _, r in expected}
     assert mets == {"re-run / first, parquet": True, "re-run / first, webdataset": False, "per window / stride": True,
                     "savings vs uniform, online | causal": False, "DDP / single": None, "live / cached": False}
@@ -96,7 +96,10 @@ def test_quick_cache_rerun_end_to_end(tmp_path):
     (bench,) = data["benches"]
     assert bench["status"] == "ok", bench["error"]
     ratios = {r["metric"]: r for r in bench["ratios"]}
-    assert len(ratios) == 2 and all(0 < r["value"] < 1 for r in ratios.values())  # the re-run only hashes
+    assert len(ratios) == 2
+    for fmt in ("parquet", "webdataset"):  # each ratio is the re-run's time over the first run's, as timed
+        timed = bench["context"][fmt]
+        assert ratios[f"token cache re-run s / first run s, {fmt}"]["value"] == timed["rerun_s"] / timed["first_s"]
     assert all(r["goal"]["text"] == "≤ 0.05" for r in ratios.values())
     assert bench["context"]["parquet"]["first_s"] > bench["context"]["parquet"]["rerun_s"]
     assert len(markdown_rows((tmp_path / "latest.md").read_text())) == 2
@@ -108,3 +111,9 @@ def test_a_busy_machine_is_flagged(tmp_path):
     busy_json, busy_md = run_all.write_results(fake_results(), {**META, "load_end": (4.5, 3.0, 2.0)}, tmp_path / "busy")
     assert json.loads(quiet_json.read_text())["busy"] is False and "machine was busy" not in quiet_md.read_text()
     assert json.loads(busy_json.read_text())["busy"] is True and "machine was busy" in busy_md.read_text()
+    # a ratio of thread / process counts is quoted on a quiet machine, and is no result on a busy one
+    quiet_row = {(r[0], r[1]): r for r in markdown_rows(quiet_md.read_text())}[("bench_streaming", "DDP / single")]
+    busy_row = {(r[0], r[1]): r for r in markdown_rows(busy_md.read_text())}[("bench_streaming", "DDP / single")]
+    assert quiet_row[2] == "1.44" and busy_row[2] == "no result (busy)" and "measured 1.44 under load" in busy_row[5]
+    still = {(r[0], r[1]): r for r in markdown_rows(busy_md.read_text())}[("bench_streaming", "live / cached")]
+    assert still[2] == "2.91"  # not load-sensitive: quoted either way

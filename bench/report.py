@@ -1,0 +1,200 @@
+"""The README's figure tables, written from committed artifacts, never typed.
+
+    python -m bench.report                 # print every table
+    python -m bench.report --write         # replace each table's block in README.md
+    python -m bench.report --check         # exit 1 if README.md differs (tests/test_report_tables.py)
+
+Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``:
+
+- ``results`` and ``tasks``: the main job's test metrics and evaluation suite, from
+  ``docs/results/main-job/`` (``test_metrics.json`` and the suite's ``results.json``, copied from the
+  run named in ``provenance.json``: ``python -m bench.report --import-run STATE_DIR`` copies them);
+- ``bench``: the ratios of the latest ``python -m bench.run_all`` (``bench/results/latest.json``):
+  ratios that compare thread or process counts read "no result (busy)" when the machine was busy.
+
+Only the paper's figures (a citation) and the row labels are text here; every measured number
+comes from the artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+MAIN_JOB = ROOT / "docs" / "results" / "main-job"
+BENCH_JSON = ROOT / "bench" / "results" / "latest.json"
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _x(value: float, chance: float | None) -> str:
+    if not chance:
+        return "—"
+    times = value / chance
+    return f"{times:.0f}×" if times >= 10 else f"{times:.1f}×"
+
+
+def results_table(main_job: Path = MAIN_JOB) -> list[str]:
+    """The main job's retrieval and classification on the test split (``test_metrics.json``)."""
+    saved = _load(main_job / "test_metrics.json")["evaluation"]
+    m, c, n = saved["metrics"], saved["chance"], saved["n_test"]
+    rows = [("text→video R@1", "t2v_r1", "not comparable¹"), ("text→video R@5", "t2v_r5", "—"),
+            ("video→text R@1", "v2t_r1", "—"), ("classification top-1", "cls_top1", "not comparable¹"),
+            ("classification top-5", "cls_top5", "—")]
+    lines = [f"| metric (test, n = {n}) | VL-JEPA `small` | chance | × chance | paper (VL-JEPA_BASE) |",
+             "|---|---|---|---|---|"]
+    for label, key, paper in rows:
+        value = f"**{m[key]:.3f}**" if key in ("t2v_r1",) else f"{m[key]:.3f}"
+        lines.append(f"| {label} | {value} | {c[key]:.3f} | {_x(m[key], c[key])} | {paper} |")
+    return lines
+
+
+def tasks_table(main_job: Path = MAIN_JOB) -> list[str]:
+    """Every task of the suite (``results.json`` of the main job's evaluation)."""
+    saved = _load(main_job / "results.json")
+    m, c = saved["metrics"], saved["chance"]
+
+    def row(task: str, metric: str, keys: list[str], paper: str, *, bold: bool = True, fmt: str = ".3f",
+            formats: list[str] | None = None, chance: list[str] | None = None, chance_note: str = "",
+            value_note: str = "") -> str:
+        formats = formats or [fmt] * len(keys)
+        shown = [format(m[k], f) for k, f in zip(keys, formats)]
+        if bold:
+            shown[0] = f"**{shown[0]}**"
+        chance_keys = keys if chance is None else chance
+        chances = ["—" if c.get(k) is None else format(c[k], f) for k, f in zip(chance_keys, formats)]
+        chance_text = " / ".join(chances) + chance_note if any(x != "—" for x in chances) else "—"
+        return f"| {task} | {metric} | {' / '.join(shown)}{value_note} | {chance_text} | {paper} |"
+
+    r, h, v, e = "retrieval/", "hard_negatives/", "vqa/", "embedding_space/"
+    return [
+        "| task | metric | VL-JEPA `small` | chance | paper (not comparable¹) |", "|---|---|---|---|---|",
+        row("retrieval", "text→video R@1 / R@5 / R@10", [f"{r}t2v_r1", f"{r}t2v_r5", f"{r}t2v_r10"],
+            "58.4 % R@1 (8-dataset avg, BASE)"),
+        row("retrieval", "video→text R@1 / median rank", [f"{r}v2t_r1", f"{r}v2t_median_rank"], "—", bold=False,
+            formats=[".3f", "g"]),
+        row("classification (4 templates averaged)", "top-1 / top-5", ["classification/top1", "classification/top5"],
+            "46.4 % top-1 (8-dataset avg, BASE)"),
+        row("captioning (y-decoder, beam 3)", "CIDEr / BLEU-4 / ROUGE-L",
+            ["captioning/cider", "captioning/bleu4", "captioning/rouge_l"], "14.8 CIDEr (controlled comparison) ³",
+            formats=[".2f", ".3f", ".3f"], chance_note=" ²"),
+        row("VQA by candidate similarity", "accuracy", [f"{v}accuracy"], "GQA 60.8 % (SFT)"),
+        row("VQA by question kind", "colour / shape / count / direction",
+            [f"{v}acc_what_colour", f"{v}acc_what_shape", f"{v}acc_how_many", f"{v}acc_which_way"], "—",
+            bold=False, fmt=".2f"),
+        row("VQA, decoded answer", "exact match", [f"{v}decoded_exact_match"], "—", bold=False, chance=[],
+            value_note=" ⁴"),
+        row("y-encoder hard negatives, text only (SugarCrepe++-style triplets)", "accuracy", [f"{h}text_accuracy"],
+            "SugarCrepe++ 63.9 %, VISLA 42.9 %", bold=False),
+        row("— by kind", "replace attribute / object, swap attribute, reorder events",
+            [f"{h}text_replace_attribute", f"{h}text_replace_object", f"{h}text_swap_attribute",
+             f"{h}text_reorder_events"], "—", bold=False, fmt=".2f", chance=[f"{h}text_accuracy"], value_note=" ⁵"),
+        row("hard negatives anchored on the video", "accuracy", [f"{h}video_accuracy"], "—"),
+        row("WorldPrediction-style (first + last frame → 4 candidate clips) ⁶", "accuracy",
+            ["world_prediction/accuracy"], "63.9 % BASE (WorldPrediction-WM)"),
+        row("y-decoder round trip (held-out captions)", "BLEU-4 / CIDEr / exact match",
+            ["decoder_round_trip/bleu4", "decoder_round_trip/cider", "decoder_round_trip/exact_match"], "—",
+            bold=False, formats=[".3f", ".2f", ".3f"]),
+        row("embedding space", "alignment / neighbour agreement (k = 10) / modality gap",
+            [f"{e}alignment", f"{e}nn_agreement", f"{e}modality_gap"], "—", bold=False,
+            chance_note=" (alignment: shuffled pairs)"),
+    ]
+
+
+def bench_table(path: Path = BENCH_JSON) -> list[str]:
+    """The ratios of the latest ``bench.run_all`` run, with its date, load and commit."""
+    from bench.table import fmt
+
+    saved = _load(path)
+    busy = bool(saved.get("busy"))
+    load = " / ".join(f"{x:.1f}" for x in saved["load_start"]) if saved.get("load_start") else "?"
+    lines = [f"`{saved['command']}` on {saved['started']} UTC, commit `{(saved['machine'].get('git_commit') or '?')[:7]}`, "
+             f"{saved['machine']['cores']} cores, load average at the start {load}"
+             + (" (busy: ratios that compare thread or process counts are no result)." if busy else "."), "",
+             "| benchmark | ratio | value | goal | met |", "|---|---|---|---|---|"]
+    for bench in saved["benches"]:
+        if bench["status"] != "ok":
+            lines.append(f"| {bench['name']} | error | — | — | — |")
+        for ratio in bench["ratios"]:
+            goal = ratio["goal"]["text"] if ratio.get("goal") else ""
+            if ratio.get("load_sensitive") and busy:
+                value, met = "no result (busy)", "—"
+            else:
+                value = fmt(ratio["value"])
+                met = "" if ratio.get("met") is None else ("yes" if ratio["met"] else "no")
+            metric = " ".join(ratio["metric"].split()).replace("|", "\\|")
+            lines.append(f"| {bench['name']} | {metric} | {value} | {goal} | {met} |")
+    return lines
+
+
+TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table}
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- report:{name} -->\n)(.*?)(<!-- /report:{name} -->)", re.S)
+
+
+def render(text: str, tables: dict[str, Callable[[], list[str]]] = TABLES) -> str:
+    """``text`` with each table's block replaced by what its artifact gives now."""
+    for name, make in tables.items():
+        pattern = _block(name)
+        if not pattern.search(text):
+            raise ValueError(f"README.md has no <!-- report:{name} --> block")
+        body = "\n".join(make()) + "\n"
+        text = pattern.sub(lambda match: match.group(1) + body + match.group(3), text)
+    return text
+
+
+def import_run(state_dir: Path, out: Path = MAIN_JOB, *, command: str, commit: str) -> None:
+    """Copy the newest main-job model's test metrics and suite results from ``state_dir``."""
+    models = sorted((state_dir / "models").glob("pretrain-video-*-eval"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise FileNotFoundError(f"no pretrain-video-*-eval under {state_dir}/models: run the main job first")
+    evaluation = models[-1]
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(evaluation.parent / evaluation.name.removesuffix("-eval") / "test_metrics.json", out)
+    saved = _load(evaluation / "results.json")
+    keep = {k: saved[k] for k in ("metrics", "chance", "n_test", "timings_s", "decoder", "skipped") if k in saved}
+    (out / "results.json").write_text(json.dumps(keep, indent=2, sort_keys=True) + "\n")
+    (out / "provenance.json").write_text(json.dumps({"command": command, "commit": commit,
+                                                     "model": evaluation.name.removesuffix("-eval")}, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite the blocks in README.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md's blocks differ")
+    parser.add_argument("--import-run", metavar="STATE_DIR", help="copy a main-job run's results into "
+                                                                  "docs/results/main-job first")
+    parser.add_argument("--command", default="bash infra/run-main.sh", help="with --import-run: how it was run")
+    parser.add_argument("--commit", default="?", help="with --import-run: the commit it ran")
+    args = parser.parse_args(argv)
+    if args.import_run:
+        import_run(Path(args.import_run), command=args.command, commit=args.commit)
+    text = README.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("README.md's report blocks differ from the artifacts: run `python -m bench.report --write`",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if args.write:
+        README.write_text(new)
+        return 0
+    for name, make in TABLES.items():
+        print(f"<!-- report:{name} -->\n" + "\n".join(make()) + f"\n<!-- /report:{name} -->\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
