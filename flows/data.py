@@ -38,7 +38,24 @@ def import_manifest(db_path: Path, corpus_dir: Path, *, generated: bool, dataset
         the embedded default, tested), so its clips are not probed: ~0.1 s of ffprobe a clip, most
         of this stage. Any other corpus is probed.
     """
+    if generated:
+        check_one_corpus(db_path, corpus_dir, dataset)
     return import_source(db_path, str(corpus_dir), kind="corpus", dataset=dataset, probe=not generated)
+
+
+def check_one_corpus(db_path: Path, corpus_dir: Path, dataset: str = "synthetic") -> None:
+    """Refuse a second generated corpus in one manifest: every corpus names its clips ``clip_000000``, … and
+    ``sources`` is keyed by clip id, so importing it would overwrite the first one's rows and mix the splits."""
+    from flows.loaders import foreign_sources
+
+    if not Path(db_path).is_file():
+        return
+    n, example = foreign_sources(db_path, dataset, corpus_dir)
+    if n:
+        raise ValueError(f"{db_path} already holds another generated corpus as dataset {dataset!r} ({n} clips, e.g. "
+                         f"{example}), and {corpus_dir} would overwrite its rows: generated corpora of different sizes "
+                         "or seeds share clip ids, so a state dir holds one of them. Run this one with its own "
+                         "--state-dir (or VLJEPA_STATE_DIR)")
 
 
 @dataclass(frozen=True)

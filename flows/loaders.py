@@ -41,6 +41,14 @@ def dataset_profile(db_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     return _query(db_path, "dataset_profile", {"dataset": dataset})
 
 
+def foreign_sources(db_path: str | Path, dataset: str, folder: str | Path) -> tuple[int, str | None]:
+    """(count, an example path) of ``dataset``'s sources outside ``folder`` (``sql/foreign_sources.sql``)."""
+    import os
+
+    row = _query(db_path, "foreign_sources", {"dataset": dataset, "prefix": str(Path(folder).resolve()) + os.sep})[0]
+    return int(row["n"]), row["example"]
+
+
 def load_split(db_path: str | Path, cache_path: str, split: str, dataset: str = "synthetic"):
     """A split's cached tokens joined with its captions and labels (``vljepa.data.TokenTextDataset``)."""
     from preprocessing.shards import read_cache

@@ -380,6 +380,7 @@ def test_every_sql_file_is_used_and_parameterised(con, corpus, monkeypatch, tmp_
 
     db, train = str(con.execute("PRAGMA database_list").fetchall()[0][2]), ["clip_000000", "clip_000002", "clip_000003"]
     assert {r["split"]: r["n_clips"] for r in loaders.dataset_profile(db, "synthetic")} == {"train": 3, "val": 1}
+    assert loaders.foreign_sources(db, "synthetic", corpus) == (0, None)  # every clip is under the corpus folder
     from preprocessing.retry import retry_import_failures  # import_origins: written by import_corpus, read here
 
     assert [(s.n_in, s.n_failed) for s in retry_import_failures(con).by_origin.values()] == [(1, 1)]  # still bad
