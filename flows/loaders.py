@@ -42,10 +42,12 @@ def dataset_profile(db_path: str | Path, dataset: str) -> list[dict[str, Any]]:
 
 
 def foreign_sources(db_path: str | Path, dataset: str, folder: str | Path) -> tuple[int, str | None]:
-    """(count, an example path) of ``dataset``'s sources outside ``folder`` (``sql/foreign_sources.sql``)."""
+    """(count, an example path) of ``dataset``'s sources not in a folder named as ``folder`` is
+    (``sql/foreign_sources.sql``; a generated corpus's folder name is its config hash)."""
     import os
 
-    row = _query(db_path, "foreign_sources", {"dataset": dataset, "prefix": str(Path(folder).resolve()) + os.sep})[0]
+    marker = f"{os.sep}{Path(folder).name}{os.sep}"
+    row = _query(db_path, "foreign_sources", {"dataset": dataset, "folder_marker": marker})[0]
     return int(row["n"]), row["example"]
 
 

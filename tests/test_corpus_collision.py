@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from flows.data import import_manifest
@@ -24,3 +26,7 @@ def test_a_second_generated_corpus_is_refused_and_the_first_stays_whole(tmp_path
     paths = [r["path"] for split in ("train", "val", "test") for r in split_rows(con, split)]
     con.close()
     assert len(paths) == first.n_imported and all(p.startswith(str(small.resolve())) for p in paths)
+    # A state dir moved elsewhere keeps its corpus folder's name (the config hash): not another corpus.
+    moved = tmp_path / "moved" / "corpus-a"
+    shutil.copytree(small, moved)
+    assert import_manifest(db, moved, generated=True).n_imported == first.n_imported  # new paths, same clips
