@@ -47,12 +47,13 @@ def check_one_corpus(db_path: Path, corpus_dir: Path, dataset: str = "synthetic"
     """Refuse a second generated corpus in one manifest: every corpus names its clips ``clip_000000``, … and
     ``sources`` is keyed by clip id, so importing it would overwrite the first one's rows and mix the splits."""
     from flows.loaders import foreign_sources
+    from flows.resolve import ConfigError  # the CLI prints it as an error, without a traceback
 
     if not Path(db_path).is_file():
         return
     n, example = foreign_sources(db_path, dataset, corpus_dir)
     if n:
-        raise ValueError(f"{db_path} already holds another generated corpus as dataset {dataset!r} ({n} clips, e.g. "
+        raise ConfigError(f"{db_path} already holds another generated corpus as dataset {dataset!r} ({n} clips, e.g. "
                          f"{example}), and {corpus_dir} would overwrite its rows: generated corpora of different sizes "
                          "or seeds share clip ids, so a state dir holds one of them. Run this one with its own "
                          "--state-dir (or VLJEPA_STATE_DIR)")
