@@ -215,10 +215,7 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
                 records = reusable.take(clip.sample_id, clip.content_hash)
                 if records:
                     flush()  # what was decoded before this clip is written before it
-                    for record in records:
-                        writer.add(record)
-                        cached[clip.sample_id] = cached.get(clip.sample_id, 0) + 1
-                        n_frames += len(record.timestamps)
+                    n_frames += write_copied(writer, clip.sample_id, records, cached)
                     n_reused += 1
                     if bar is not None:
                         bar.update(1)
@@ -238,11 +235,16 @@ def run_local(encoder: Any, clips: list[ClipRef], sampling: SamplingConfig, cach
     if bar is not None:
         bar.set_postfix(frames=n_frames)
         bar.close()
-    hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
-    result = _finish(writer, store, key, {**(config or {}), "settings_key": settings, "clip_hashes": hashes},
-                     sampling, cache, clips, cached, failures, n_frames, start)
-    result.n_reused_sources = n_reused
-    return result
+    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start,
+                   settings=settings, n_reused=n_reused)
+
+
+def write_copied(writer, clip_id: str, records: list[TokenRecord], cached: dict[str, int]) -> int:
+    """Write one clip's records copied from another cache (``preprocessing.reuse``); their frames."""
+    for record in records:
+        writer.add(record)
+    cached[clip_id] = cached.get(clip_id, 0) + len(records)
+    return sum(len(record.timestamps) for record in records)
 
 
 def _progress(total: int):
@@ -251,14 +253,18 @@ def _progress(total: int):
     return tqdm(total=total, desc="preprocess", unit="video")
 
 
-def _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames,
-            start: float) -> PreprocessResult:
-    """Close the cache (its index is written last, marking it whole) and summarise the run."""
+def _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start: float, *,
+            settings: str, n_reused: int) -> PreprocessResult:
+    """Close the cache (its index is written last, marking it whole) and summarise the run. The index
+    records ``settings`` and each cached clip's content hash, so later runs can copy clips from it."""
     seconds = time.perf_counter() - start
+    hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
+    config = {**(config or {}), "settings_key": settings, "clip_hashes": hashes}
     writer.close(_index_config(config, sampling, cache, failures, list(cached), n_frames, seconds))
     return PreprocessResult(cache_key=key, cache_dir=store.dir_for(key), reused=False, n_in=len(clips),
                             n_cached_sources=len(cached), n_samples=writer.n_samples, n_frames=n_frames,
-                            failures=failures, cached_source_ids=list(cached), seconds=seconds)
+                            failures=failures, cached_source_ids=list(cached), seconds=seconds,
+                            n_reused_sources=n_reused)
 
 
 def _index_config(config, sampling, cache, failures, cached_ids, n_frames, seconds) -> dict[str, Any]:

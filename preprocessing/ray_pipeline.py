@@ -41,6 +41,7 @@ from preprocessing.pipeline import (
     result_from_index,
     sample_id_for,
     sharded_cache_key,
+    write_copied,
 )
 from preprocessing.reuse import CachedClips, settings_key
 from preprocessing.sampling import SamplingConfig
@@ -157,15 +158,11 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
     n_frames = n_reused = 0
     fresh: list[ClipRef] = []
     for clip in clips:
-        records = reusable.take(clip.sample_id, clip.content_hash) if (clip.sample_id, clip.content_hash) in reusable \
-            else []
+        records = reusable.take(clip.sample_id, clip.content_hash)
         if not records:  # not cached elsewhere (or not found in order there): through Ray
             fresh.append(clip)
             continue
-        for record in records:
-            writer.add(record)
-            n_frames += len(record.timestamps)
-        cached[clip.sample_id] = len(records)
+        n_frames += write_copied(writer, clip.sample_id, records, cached)
         n_reused += 1
     bar = None
     if progress:
@@ -177,11 +174,8 @@ def run_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: Samp
                                      start)
     if bar is not None:
         bar.close()
-    hashes = {c.sample_id: c.content_hash for c in clips if c.sample_id in cached}
-    result = _finish(writer, store, key, {**(config or {}), "settings_key": settings, "clip_hashes": hashes},
-                     sampling, cache, clips, cached, failures, n_frames, start)
-    result.n_reused_sources = n_reused
-    return result
+    return _finish(writer, store, key, config, sampling, cache, clips, cached, failures, n_frames, start,
+                   settings=settings, n_reused=n_reused)
 
 
 def _encode_with_ray(encoder: Any, encoder_cfg: Any, clips: list[ClipRef], sampling: SamplingConfig,
