@@ -136,10 +136,11 @@ def run_preprocess(job: PreprocessJob, *, stage: StageWrapper = direct) -> Prepr
                                                   annotations=job.annotations, media_dir=job.media_dir,
                                                   allow_outside_root=job.allow_outside_root)
     summary = PreprocessSummary(imported=imported)
-    from flows.loaders import split_rows
+    from flows.loaders import dataset_profile
 
+    clips = {row["split"]: row["n_clips"] for row in dataset_profile(job.manifest, job.dataset)}  # one query
     for split in job.splits:
-        if not split_rows(job.manifest, split, job.dataset):
+        if not clips.get(split):
             summary.empty.append(split)
             continue
         encode = stage(f"tokens-{split}", encode_split, True)

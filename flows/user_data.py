@@ -125,7 +125,7 @@ class DataInfo:
         return lines
 
 
-def generated_data(corpus_dir: str | Path, counts: ImportCounts, stills_dataset: str | None,
+def generated_data(corpus_dir: str | Path, counts: ImportCounts | None, stills_dataset: str | None,
                    dataset: str = "synthetic") -> DataInfo:
     """The generated corpus: every task, its labels from ``corpus.json``."""
     from flows.evaluate import ALL_TASKS

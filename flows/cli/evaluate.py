@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from flows.data import cache_split_tokens, import_manifest, prepare_corpus
+    from flows.data import cache_split_tokens, prepare_corpus
     from flows.user_data import detect_source, generated_data, import_data
     from flows.evaluate import EvalConfig, run_evaluation
     from flows.resolve import RunConfig
@@ -43,8 +43,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = VLJepaConfig.from_json((checkpoint / "config.json").read_text())
     if args.data is None:
         corpus_dir = prepare_corpus(cfg, layout, progress=False)
-        data = generated_data(corpus_dir, import_manifest(layout.manifest, corpus_dir, generated=cfg.data.generate),
-                              None)
+        data = generated_data(corpus_dir, None, None)  # imported by the run that trained the checkpoint
     else:
         data = import_data(detect_source(args.data, annotations=args.annotations), layout.manifest)
         print("\n".join(data.summary_lines()))
