@@ -10,7 +10,12 @@ Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report
   ``docs/results/main-job/`` (``test_metrics.json`` and the suite's ``results.json``, copied from the
   run named in ``provenance.json``: ``python -m bench.report --import-run STATE_DIR`` copies them);
 - ``bench``: the ratios of the latest ``python -m bench.run_all`` (``bench/results/latest.json``):
-  ratios that compare thread or process counts read "no result (busy)" when the machine was busy.
+  ratios that compare thread or process counts read "no result (busy)" when the machine was busy;
+- ``base-sft``: stage 2 against its BASE, from ``docs/results/base-vs-sft/`` (the two evaluations'
+  ``results.json`` plus each task's ``n``, the SFT run's train summary without its history, and the
+  commands in ``provenance.json``); the verdict column is :func:`verdict`'s;
+- ``gpu-check``: ``bench/gpu_check.py`` on the lent H200 (``bench/results/gpu_check_h200/*.json``),
+  and the memory and live-encoder figures derived from the same files.
 
 Only the paper's figures (a citation) and the row labels are text here; every measured number
 comes from the artifact.
@@ -136,7 +141,95 @@ def bench_table(path: Path = BENCH_JSON) -> list[str]:
     return lines
 
 
-TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table}
+BASE_SFT = ROOT / "docs" / "results" / "base-vs-sft"
+GPU_CHECK = ROOT / "bench" / "results" / "gpu_check_h200"
+
+# (label, metric key, task for n, paper BASE -> SFT, the paper's direction: +1 / -1 / 0 for none)
+BASE_SFT_ROWS = [
+    ("VQA accuracy", "vqa/accuracy", "vqa", "SFT only (BASE sees no query)", +1),
+    ("classification top-1", "classification/top1", "classification", "46.4 → 70.7 (8-dataset avg)", +1),
+    ("classification top-5", "classification/top5", "classification", "—", 0),
+    ("text→video R@1", "retrieval/t2v_r1", "retrieval", "58.4 → 59.5", +1),
+    ("hard negatives, text only (y-encoder)", "hard_negatives/text_accuracy", "hard_negatives",
+     "**63.9 → 58.4** (SugarCrepe++)", -1),
+    ("hard negatives, anchored on the video", "hard_negatives/video_accuracy", "hard_negatives", "—", 0),
+    ("WorldPrediction-style", "world_prediction/accuracy", "world_prediction", "63.9 → 65.7", +1),
+    ("VQA: count / direction questions", "vqa/acc_how_many vqa/acc_which_way", None, "—", 0),
+    ("VQA decoded exact match", "vqa/decoded_exact_match", "vqa", "—", 0),
+    ("captioning CIDEr", "captioning/cider", None, "—", 0),
+    ("y-decoder round trip CIDEr", "decoder_round_trip/cider", None, "—", 0),
+]
+
+
+def verdict(base: float, sft: float, n: int, paper_sign: int) -> str:
+    """The paper's direction against ours: a difference under 2 standard errors is noise.
+
+    The standard error is one proportion's, sqrt(p(1-p)/n) at the two models' mean p, as the
+    README has always used (the two rows share their test items, so a paired test would be tighter).
+    """
+    p = (base + sft) / 2
+    se = (p * (1 - p) / n) ** 0.5
+    z = (sft - base) / se if se else 0.0
+    if abs(z) < 2:
+        return f"inside the noise ({z:+.1f} SE, SE {100 * se:.1f} points)"
+    agrees = (z > 0) == (paper_sign > 0)
+    return f"{'**yes**' if agrees else '**no**'} ({z:+.1f} SE, SE {100 * se:.1f} points)"
+
+
+def base_sft_table(folder: Path = BASE_SFT) -> list[str]:
+    """BASE vs SFT on the same test split: ``base.json`` and ``sft.json`` (each a ``vljepa evaluate``)."""
+    base, sft = _load(folder / "base.json"), _load(folder / "sft.json")
+    train, prov = _load(folder / "sft_train_summary.json"), _load(folder / "provenance.json")
+    drawn = train["data"]["drawn"]
+    steps, batch = train["steps"], train["batch_size"]["effective"]
+    lines = [f"Commit `{prov['commit']}`. SFT: `{prov['sft']['command']}`, mix `{prov['sft']['mix'].split()[0]}`, "
+             f"{prov['sft']['epochs']} epochs of {train['data']['n_samples']:,} samples ({steps} steps × {batch}; "
+             f"drawn: " + ", ".join(f"{k} {v:,}" for k, v in sorted(drawn.items(), key=lambda kv: -kv[1]))
+             + f"), {train['seconds']:,.0f} s of training. Evaluation: `{prov['sft']['evaluation']}`; "
+             f"BASE: {prov['base']['command']}.", "",
+             "| metric (test) | n | BASE | SFT | Δ (points; CIDEr as is) | paper BASE → SFT | paper's direction, ours |",
+             "|---|---|---|---|---|---|---|"]
+    for label, keys, task, paper, sign in BASE_SFT_ROWS:
+        b = [base["metrics"][k] for k in keys.split()]
+        s = [sft["metrics"][k] for k in keys.split()]
+        f = ".2f" if len(b) > 1 or "cider" in keys else ".3f"
+        shown_b, shown_s = " / ".join(format(x, f) for x in b), " / ".join(format(x, f) for x in s)
+        n = base["n_by_task"][task] if task else ""
+        delta = f"{100 * (s[0] - b[0]):+.1f}" if task else ("" if len(b) > 1 else f"{s[0] - b[0]:+.2f}")
+        call = verdict(b[0], s[0], n, sign) if task and sign else "—"
+        lines.append(f"| {label} | {n} | {shown_b} | {shown_s} | {delta} | {paper} | {call} |")
+    return lines
+
+
+def gpu_check_table(folder: Path = GPU_CHECK) -> list[str]:
+    """``bench.gpu_check`` on the lent GPU: one JSON per (batch, query tokens), two modes each."""
+    runs = sorted((_load(p) for p in folder.glob("*.json")),
+                  key=lambda r: (r["tokens_per_sample"]["query"], r["batch"]))
+    lines = ["| batch / GPU | query tokens | mode | step s | samples/s | peak GB (measured) | plan GB | TFLOP/s | MFU "
+             "| plan s @ 40 % MFU |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        q = run["tokens_per_sample"]["query"]
+        for m in run["modes"]:
+            lines.append(f"| {run['batch']} | {q}{' (SFT)' if q else ''} | {m['mode']} | {m['step_s']:.3f} | "
+                         f"{m['samples_per_s']:.1f} | {m['peak_memory_gb']:.1f} | {m['plan_memory_gb']:.1f} | "
+                         f"{m['achieved_tflops']:.0f} | {100 * m['mfu']:.1f} % | {m['plan_step_s']:.3f} |")
+    by = {(r["batch"], r["tokens_per_sample"]["query"]): {m["mode"]: m for m in r["modes"]} for r in runs}
+    small, large = by[(8, 0)]["cached"], by[(32, 0)]["cached"]
+    grow, plan_grow = ((large[k] - small[k]) / 24 for k in ("peak_memory_gb", "plan_memory_gb"))
+    fixed, plan_fixed = small["peak_memory_gb"] - 8 * grow, small["plan_memory_gb"] - 8 * plan_grow
+    live_cost = [m["live"]["step_s"] - m["cached"]["step_s"] for m in by.values()]
+    step_x = [m["live"]["step_s"] / m["cached"]["step_s"] for m in by.values()]
+    flop_x = by[(8, 0)]["live"]["flops_per_sample"] / small["flops_per_sample"]
+    lines += ["", f"Derived from the same files: between batch 8 and 32 (cached) the measured peak grows by "
+              f"{grow:.2f} GB per sample, plan's by {plan_grow:.2f} GB (×{grow / plan_grow:.1f}); the fixed part is "
+              f"{fixed:.1f} GB measured, {plan_fixed:.1f} GB plan. The live x-encoder adds {min(live_cost):.2f}–"
+              f"{max(live_cost):.2f} s per step: ×{min(step_x):.2f}–{max(step_x):.2f} in step time against "
+              f"×{flop_x:.2f} in FLOPs per sample (batch 8, no query)."]
+    return lines
+
+
+TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
+                                              "base-sft": base_sft_table, "gpu-check": gpu_check_table}
 
 
 def _block(name: str) -> re.Pattern[str]:

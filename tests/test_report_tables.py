@@ -52,3 +52,50 @@ def test_a_load_sensitive_ratio_is_no_result_on_a_busy_machine(tmp_path, busy, s
     assert "| bench_train | live / cached | 2.71 | ≥ 5 (README) | no |" in lines
     assert "| ray_workers | error | — | — | — |" in lines
     assert lines[0].startswith("`python -m bench.run_all --quick` on 2026-01-02 03:04:05 UTC, commit `cdcdcdc`")
+
+
+@pytest.mark.parametrize("base, sft, n, sign, expected", [
+    (0.5, 0.6, 100, +1, "**yes** (+2.0 SE, SE 5.0 points)"),   # p 0.55: SE sqrt(0.2475 / 100) = 0.0497
+    (0.5, 0.6, 100, -1, "**no** (+2.0 SE, SE 5.0 points)"),
+    (0.5, 0.55, 100, +1, "inside the noise (+1.0 SE, SE 5.0 points)"),
+    (0.8, 0.7, 400, +1, "**no** (-4.6 SE, SE 2.2 points)"),     # p 0.75: SE sqrt(0.1875 / 400) = 0.02165
+])
+def test_base_sft_verdict_by_hand(base, sft, n, sign, expected):
+    assert report.verdict(base, sft, n, sign) == expected
+
+
+def test_base_sft_rows_follow_the_artifacts(tmp_path):
+    folder = tmp_path / "base-vs-sft"
+    shutil.copytree(report.BASE_SFT, folder)
+    sft = json.loads((folder / "sft.json").read_text())
+    sft["metrics"]["retrieval/t2v_r1"] = 0.7125                  # above BASE now, by > 2 SE
+    (folder / "sft.json").write_text(json.dumps(sft))
+    base = json.loads((folder / "base.json").read_text())
+    row = next(line for line in report.base_sft_table(folder) if line.startswith("| text→video R@1 |"))
+    cells = row.split(" | ")
+    assert cells[3] == "0.713" and cells[2] == f"{base['metrics']['retrieval/t2v_r1']:.3f}"
+    assert cells[4] == f"{100 * (0.7125 - base['metrics']['retrieval/t2v_r1']):+.1f}"
+    assert cells[6].startswith("**yes**")
+
+
+def _gpu_run(batch: int, query: int, cached: tuple[float, float], live: tuple[float, float]) -> dict:
+    def mode(name, step_s, peak, flops):
+        return {"mode": name, "step_s": step_s, "samples_per_s": batch / step_s, "peak_memory_gb": peak,
+                "plan_memory_gb": 2.0 + 0.5 * batch, "achieved_tflops": 123.4, "mfu": 0.1248,
+                "plan_step_s": step_s / 3, "flops_per_sample": flops}
+    return {"batch": batch, "tokens_per_sample": {"query": query},
+            "modes": [mode("cached", cached[0], cached[1], 3e12), mode("live", live[0], live[1], 4.5e12)]}
+
+
+def test_gpu_check_table_and_its_derived_line(tmp_path):
+    """Peak 10 GB at batch 8, 34 GB at 32: 1 GB per sample, 2 GB fixed; plan 0.5 GB per sample, 2 GB fixed."""
+    for name, run in {"a": _gpu_run(8, 0, (0.2, 10.0), (0.3, 11.0)), "b": _gpu_run(32, 0, (0.5, 34.0), (0.6, 35.0)),
+                      "c": _gpu_run(8, 16, (0.25, 12.0), (0.4, 13.0))}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    lines = report.gpu_check_table(tmp_path)
+    assert lines[2] == "| 8 | 0 | cached | 0.200 | 40.0 | 10.0 | 6.0 | 123 | 12.5 % | 0.067 |"
+    assert lines[6].startswith("| 8 | 16 (SFT) | cached | 0.250 |")
+    derived = lines[-1]
+    assert "grows by 1.00 GB per sample, plan's by 0.50 GB (×2.0)" in derived
+    assert "the fixed part is 2.0 GB measured, 2.0 GB plan" in derived
+    assert "adds 0.10–0.15 s per step: ×1.20–1.60 in step time against ×1.50 in FLOPs" in derived
