@@ -24,7 +24,8 @@ class VLJepaPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from vljepa.checkpoint import load_checkpoint
 
-        self.model = load_checkpoint(context.artifacts["checkpoint"])
+        self.checkpoint_dir = context.artifacts["checkpoint"]  # its config.json: where `--set` overrides apply
+        self.model = load_checkpoint(self.checkpoint_dir)
         self.decoder = None
         if context.artifacts.get("decoder"):
             from vljepa.decoder import load_decoder

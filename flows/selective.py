@@ -142,21 +142,38 @@ def format_table(result: dict) -> str:
 
 def resolve_model(registered_model: str, alias: str, tracking_uri: str):
     """The VLJepa module behind ``models:/NAME@ALIAS`` and the MLflow run that produced it."""
+    model, decoder, version, _ = load_registered(registered_model, alias, tracking_uri)
+    return model, decoder, version.run_id, str(version.version)
+
+
+def load_registered(registered_model: str, alias: str, tracking_uri: str):
+    """(VLJepa, y-decoder or None, the MLflow model version, the local checkpoint dir) of ``models:/NAME@ALIAS``.
+
+    Raises ``ConfigError`` naming the store when no version holds the alias.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from flows.resolve import ConfigError
     from flows.tracking_store import use_tracking
     use_tracking(tracking_uri)
-    version = MlflowClient().get_model_version_by_alias(registered_model, alias)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
-    return pyfunc.model, getattr(pyfunc, "decoder", None), version.run_id, str(version.version)
+    try:
+        version = MlflowClient().get_model_version_by_alias(registered_model, alias)
+    except MlflowException as exc:
+        raise ConfigError(f"no model registered as models:/{registered_model}@{alias} in {tracking_uri}: train and "
+                          "register one (`vljepa run`), or pass --checkpoint DIR") from exc
+    with warnings.catch_warnings():  # "add type hints to predict": about logging, not loading
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
+    return pyfunc.model, getattr(pyfunc, "decoder", None), version, getattr(pyfunc, "checkpoint_dir", None)
 
 
 class YDecoderCallable:
-    """The y-decoder as the sweep's ``decode``: (K, D) embeddings → K texts (greedy)."""
+    """The y-decoder as a ``decode``: (K, D) embeddings → K texts (greedy unless ``num_beams``)."""
 
-    def __init__(self, decoder, batch_size: int = 64) -> None:
-        self.decoder, self.batch_size = decoder, batch_size
+    def __init__(self, decoder, batch_size: int = 64, num_beams: int = 1) -> None:
+        self.decoder, self.batch_size, self.num_beams = decoder, batch_size, num_beams
 
     def __call__(self, embeddings):
         import torch
@@ -164,7 +181,7 @@ class YDecoderCallable:
         out = []
         for i in range(0, len(embeddings), self.batch_size):
             batch = torch.as_tensor(embeddings[i : i + self.batch_size], dtype=torch.float32)
-            out += self.decoder.generate(batch, num_beams=1)
+            out += self.decoder.generate(batch, num_beams=self.num_beams)
         return out
 
 

@@ -166,11 +166,12 @@ def test_stream_cli_prints_timestamped_captions(first_run, capsys, method):
 
     run, _ = first_run
     video = sorted((run.layout().data_dir).rglob("clip_*.mp4"))[0]
-    assert main(["stream", str(video), "--state-dir", str(run.layout().root), "--method", method,
-                 "--rate", "1.0", "--window", "2"]) == 0
+    assert main(["stream", str(video), "--state-dir", str(run.layout().root), "--tracking-uri", run.tracking_uri,
+                 "--method", method, "--rate", "1.0", "--window", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     captions = [line for line in out if line.startswith("[")]
     assert captions and all("s" in line.split("]")[0] for line in captions)
+    assert "model models:/vljepa@champion (version 1), decoder: its y-decoder (beam 1)" in out[0]
     assert out[-1].startswith("decodes: ") and "uniform 1 Hz" in out[-1]
 
 

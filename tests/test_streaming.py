@@ -253,6 +253,7 @@ def test_stream_flow_windows_follow_the_checkpoint(tiny_checkpoint, tmp_path, mo
         warnings.simplefilter("always")
         result = stream_video(StreamConfig(video=str(video), method="uniform", rate=1.0, window=window,
                                            allow_frame_mismatch=allow, checkpoint=str(tiny_checkpoint),
+                                           decoder="retrieval",
                                            run=RunConfig(state_dir=str(tmp_path / "state"))), emit=lines.append)
     assert f"windows of {shown} every 1 (0.50 s)" in lines[0]
     assert sum(issubclass(w.category, FrameMismatchWarning) for w in caught) == (1 if allow else 0)
