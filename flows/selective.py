@@ -140,15 +140,18 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def resolve_model(registered_model: str, alias: str, tracking_uri: str):
+def resolve_model(registered_model: str, alias: str, tracking_uri: str, artifacts_root: Path | None = None):
     """The VLJepa module behind ``models:/NAME@ALIAS`` and the MLflow run that produced it."""
-    model, decoder, version, _ = load_registered(registered_model, alias, tracking_uri)
+    model, decoder, version, _ = load_registered(registered_model, alias, tracking_uri, artifacts_root)
     return model, decoder, version.run_id, str(version.version)
 
 
-def load_registered(registered_model: str, alias: str, tracking_uri: str):
+def load_registered(registered_model: str, alias: str, tracking_uri: str, artifacts_root: Path | None = None):
     """(VLJepa, y-decoder or None, the MLflow model version, the local checkpoint dir) of ``models:/NAME@ALIAS``.
 
+    A model logged through the MLflow server (``infra/up.sh``) has ``mlflow-artifacts:/`` URIs that
+    only the server resolves; read from its SQLite store directly, they are looked up under
+    ``artifacts_root`` (the server's ``--artifacts-destination``, ``<state>/mlflow/artifacts``).
     Raises ``ConfigError`` naming the store when no version holds the alias.
     """
     import mlflow
@@ -163,9 +166,17 @@ def load_registered(registered_model: str, alias: str, tracking_uri: str):
     except MlflowException as exc:
         raise ConfigError(f"no model registered as models:/{registered_model}@{alias} in {tracking_uri}: train and "
                           "register one (`vljepa run`), or pass --checkpoint DIR") from exc
-    with warnings.catch_warnings():  # "add type hints to predict": about logging, not loading
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{registered_model}@{alias}").unwrap_python_model()
+    where = f"models:/{registered_model}@{alias}"
+    source = MlflowClient().get_model_version_download_uri(registered_model, version.version)
+    if source.startswith("mlflow-artifacts:/") and not tracking_uri.startswith(("http://", "https://")):
+        local = Path(artifacts_root or ".") / source.removeprefix("mlflow-artifacts:/")
+        if artifacts_root is None or not local.is_dir():
+            raise ConfigError(f"{where} was logged through an MLflow server ({source}) and {local} does not hold it: "
+                              "start the server (`bash infra/up.sh`) and pass --tracking-uri http://127.0.0.1:5000")
+        where = str(local)
+    # MLflow warns "add type hints to the `predict` method" when it loads the class: about logging, harmless
+    # here, and not filterable (mlflow.utils.annotations resets the filter to "once" around it).
+    pyfunc = mlflow.pyfunc.load_model(where).unwrap_python_model()
     return pyfunc.model, getattr(pyfunc, "decoder", None), version, getattr(pyfunc, "checkpoint_dir", None)
 
 
@@ -196,7 +207,8 @@ def sweep_registered_model(registered_model: str = "vljepa", alias: str = "candi
     from vljepa.encoders import build_x_encoder
 
     layout = StateLayout.resolve(state_dir, tracking_uri)
-    model, decoder, run_id, version = resolve_model(registered_model, alias, layout.tracking_uri)
+    model, decoder, run_id, version = resolve_model(registered_model, alias, layout.tracking_uri,
+                                                     layout.mlflow_artifacts)
     db = layout.manifest
     cfg = SelectiveConfig(max_clips=max_clips, split=split)
     with tempfile.TemporaryDirectory() as tmp:

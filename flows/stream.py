@@ -106,7 +106,7 @@ def load_stream_model(cfg: StreamConfig, check: Callable[[object], object] = lam
             decoder = load_decoder(decoder_dir)
     else:
         name, alias = _parse_model_uri(cfg.model)
-        model, decoder, version, checkpoint_dir = load_registered(name, alias, layout.tracking_uri)
+        model, decoder, version, checkpoint_dir = load_registered(name, alias, layout.tracking_uri, layout.mlflow_artifacts)
         check(model)
         checkpoint = Path(checkpoint_dir)
         where = f"model {cfg.model} (version {version.version})"
