@@ -14,6 +14,7 @@ Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report
 - ``base-sft``: stage 2 against its BASE, from ``docs/results/base-vs-sft/`` (the two evaluations'
   ``results.json`` plus each task's ``n``, the SFT run's train summary without its history, and the
   commands in ``provenance.json``); the verdict column is :func:`verdict`'s;
+- ``live-stream``: ``vljepa stream -`` fed a clip in real time (``docs/results/live-stream/``, its ``--json``);
 - ``gpu-check``: ``bench/gpu_check.py`` on the lent H200 (``bench/results/gpu_check_h200/*.json``),
   and the memory and live-encoder figures derived from the same files.
 
@@ -228,8 +229,33 @@ def gpu_check_table(folder: Path = GPU_CHECK) -> list[str]:
     return lines
 
 
+LIVE_STREAM = ROOT / "docs" / "results" / "live-stream" / "vtest-180s.json"
+
+
+def live_stream_table(path: Path = LIVE_STREAM) -> list[str]:
+    """``vljepa stream -`` on a clip replayed in real time: the lag of every window and caption (``--json``)."""
+    import numpy as np
+
+    saved = _load(path)
+    prov = saved["provenance"]
+    lines = [f"`{prov['command']}` (commit {prov['commit']}; {prov['model']}; {prov['machine']}).", "",
+             "| over | n | median lag s | p95 s | max s | mean of the first / last 20 s |", "|---|---|---|---|---|---|"]
+    for name, key in (("windows", "lags_s"), ("captions", "caption_lags_s")):
+        lags = np.asarray(saved[key])
+        edge = ""
+        if name == "windows":  # a window every 0.5 s: 40 windows are 20 s
+            edge = f"{lags[:40].mean():.2f} / {lags[-40:].mean():.2f}"
+        lines.append(f"| {name} | {len(lags)} | {np.median(lags):.2f} | {np.quantile(lags, 0.95):.2f} | "
+                     f"{lags.max():.2f} | {edge} |")
+    lines += ["", f"{saved['duration_s']:.0f} s of stream, {saved['decodes']} captions (online trigger) against "
+              f"{saved['uniform_1hz_decodes']} for uniform 1 Hz; {prov['wall_s']:.0f} s wall, peak RSS "
+              f"{prov['max_rss_gb']:.2f} GB. {prov['note']}."]
+    return lines
+
+
 TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
-                                              "base-sft": base_sft_table, "gpu-check": gpu_check_table}
+                                              "base-sft": base_sft_table, "gpu-check": gpu_check_table,
+                                              "live-stream": live_stream_table}
 
 
 def _block(name: str) -> re.Pattern[str]:

@@ -99,3 +99,17 @@ def test_gpu_check_table_and_its_derived_line(tmp_path):
     assert "grows by 1.00 GB per sample, plan's by 0.50 GB (×2.0)" in derived
     assert "the fixed part is 2.0 GB measured, 2.0 GB plan" in derived
     assert "adds 0.10–0.15 s per step: ×1.20–1.60 in step time against ×1.50 in FLOPs" in derived
+
+
+def test_live_stream_table_from_its_json(tmp_path):
+    """Lags by hand: windows 0.1 x 40 then 0.3 x 40 (median 0.2, max 0.3); captions 0.5 and 0.9."""
+    saved = {"duration_s": 40.0, "decodes": 2, "uniform_1hz_decodes": 40, "lags_s": [0.1] * 40 + [0.3] * 40,
+             "caption_lags_s": [0.5, 0.9],
+             "provenance": {"command": "cmd", "commit": "abc", "model": "m", "machine": "2 cores", "wall_s": 41.2,
+                            "max_rss_gb": 0.5, "note": "a note"}}
+    path = tmp_path / "live.json"
+    path.write_text(json.dumps(saved))
+    lines = report.live_stream_table(path)
+    assert "| windows | 80 | 0.20 | 0.30 | 0.30 | 0.10 / 0.30 |" in lines
+    assert "| captions | 2 | 0.70 | 0.88 | 0.90 |  |" in lines   # p95 of (0.5, 0.9): 0.5 + 0.95 * 0.4
+    assert lines[-1].startswith("40 s of stream, 2 captions (online trigger) against 40 for uniform 1 Hz; 41 s wall")
