@@ -42,7 +42,7 @@ import numpy as np
 from preprocessing.corpus import COLOURS, MOTIONS, SIZES
 from preprocessing.corpus_render import (PALETTE, SCALING, SHAPES, SIZE_RADIUS, TRANSLATION, Background,
                                          render_background, safe_box, shape_mask)
-from vljepa.files import atomic_path, atomic_write_text, content_key_sha256
+from vljepa.files import atomic_write_text, content_key_sha256
 
 FORMAT_VERSION = 1
 # The paper's benchmark (EgoExo4D validation, procedural domains), as its final version reports it.
@@ -236,54 +236,60 @@ def _frame(cfg: StreamCorpusConfig, keystep: Keystep, action: Action, k: int, ba
     return image
 
 
-class _Writer:
-    """Raw RGB frames into an H.264 mp4 through ffmpeg's stdin (temp name, renamed on success)."""
-
-    def __init__(self, cfg: StreamCorpusConfig, out: Path) -> None:
-        self._atomic = atomic_path(out)
-        tmp = self._atomic.__enter__()
-        self._proc = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-             "-s", f"{cfg.width}x{cfg.height}", "-r", str(cfg.fps), "-i", "-", "-c:v", "libx264", "-pix_fmt",
-             "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20", "-fflags", "+bitexact",
-             "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(tmp)],
-            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def write(self, frame: np.ndarray) -> None:
-        self._proc.stdin.write(frame.tobytes())
-
-    def close(self) -> None:
-        self._proc.stdin.close()
-        err = self._proc.stderr.read()
-        if self._proc.wait() != 0:
-            error = RuntimeError(f"ffmpeg failed writing a stream clip: {err.decode(errors='replace')}")
-            self._atomic.__exit__(RuntimeError, error, None)  # removes the temporary file
-            raise error
-        self._atomic.__exit__(None, None, None)
+def _encode_args(cfg: StreamCorpusConfig) -> list[str]:
+    return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
+            "-fflags", "+bitexact", "-map_metadata", "-1"]
 
 
 def render_stream(cfg: StreamCorpusConfig, out_dir: Path, record: dict, keysteps: list[Keystep]) -> list[dict]:
-    """Write the whole stream (val/test) and one clip per atomic action; returns the clip records."""
-    whole = _Writer(cfg, out_dir / record["path"]) if record["path"] else None
-    clips = []
-    for n, keystep in enumerate(keysteps):
-        backdrop = render_background(keystep.background, cfg.width, cfg.height)
-        for a, action in enumerate(keystep.actions):
-            clip_id = f"{record['stream_id']}_k{n:02d}_a{a:02d}"
-            path = f"videos/{clip_id}.mp4"
-            writer = _Writer(cfg, out_dir / "clips" / path)
+    """Write one clip per atomic action and, for val/test, the whole stream; returns the clip records.
+
+    One ffmpeg process per stream: the frames go in once; the segment muxer cuts them at the action
+    boundaries (key frames forced there), and a second output writes the whole stream.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    actions = [(n, a, k, action) for n, k in enumerate(keysteps) for a, action in enumerate(k.actions)]
+    cuts = ",".join(f"{action.start_frame / cfg.fps:.6f}" for _, _, _, action in actions[1:])
+    scratch = Path(tempfile.mkdtemp(prefix=f".{record['stream_id']}-", dir=out_dir / "clips"))
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{cfg.width}x{cfg.height}", "-r", str(cfg.fps), "-i", "-",
+               *_encode_args(cfg), "-force_key_frames", cuts or "0", "-f", "segment", "-segment_times", cuts or "1e9",
+               "-reset_timestamps", "1", "-segment_format", "mp4", "-segment_format_options", "movflags=+faststart",
+               str(scratch / "%05d.mp4")]
+    whole = out_dir / record["path"] if record["path"] else None
+    if whole is not None:
+        command += [*_encode_args(cfg), "-movflags", "+faststart", "-f", "mp4", str(scratch / "whole.mp4")]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for n, a, keystep, action in actions:
+            if a == 0:
+                backdrop = render_background(keystep.background, cfg.width, cfg.height)
             for k in range(action.end_frame - action.start_frame):
-                frame = _frame(cfg, keystep, action, k, backdrop)
-                writer.write(frame)
-                if whole is not None:
-                    whole.write(frame)
-            writer.close()
-            clips.append({"clip_id": clip_id, "path": path, "split": record["split"],
+                proc.stdin.write(_frame(cfg, keystep, action, k, backdrop).tobytes())
+        proc.stdin.close()
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed rendering {record['stream_id']}: {err.decode(errors='replace')}")
+        parts = sorted(scratch.glob("[0-9]*.mp4"))
+        if len(parts) != len(actions):
+            raise RuntimeError(f"{record['stream_id']}: ffmpeg cut {len(parts)} clips, expected {len(actions)}")
+        clips = []
+        for part, (n, a, keystep, action) in zip(parts, actions):
+            clip_id = f"{record['stream_id']}_k{n:02d}_a{a:02d}"
+            os.replace(part, out_dir / "clips" / "videos" / f"{clip_id}.mp4")
+            clips.append({"clip_id": clip_id, "path": f"videos/{clip_id}.mp4", "split": record["split"],
                           "caption": caption(keystep.objects[action.actor], action.motion), "label": keystep.label,
                           "duration": round((action.end_frame - action.start_frame) / cfg.fps, 4)})
-    if whole is not None:
-        whole.close()
-    return clips
+        if whole is not None:
+            os.replace(scratch / "whole.mp4", whole)
+        return clips
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def statistics(records: list[dict]) -> dict[str, float]:

@@ -87,6 +87,11 @@ def test_generated_files_are_byte_identical_and_add_up(tmp_path):
                                  "stream=nb_read_frames", "-of", "csv=p=0", str(tmp_path / "a" / test["path"])],
                                 capture_output=True, text=True, check=True).stdout)
     assert frames == round(test["duration"] * MINI.fps)
+    for clip in clips[:4] + clips[-4:]:  # the segment muxer cut exactly at the action boundaries
+        n = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames", "-of", "csv=p=0", str(tmp_path / "a" / "clips" / clip["path"])],
+                           capture_output=True, text=True, check=True).stdout
+        assert int(n) == round(clip["duration"] * MINI.fps), clip
     assert a["counts"] == {"train": 1, "val": 0, "test": 1} and a["clips"]["test"] == len(test["annotations"])
 
 
