@@ -9,7 +9,7 @@ functions of ``flows/``. The only package of the project that imports Prefect at
 | evaluate             | evaluate.py              | evaluate/full                         |
 | compare              | compare.py               | compare/vlm-vs-jepa                   |
 | ablate               | ablate.py                | ablate/<sweep>, one per sweep         |
-| selective-decoding   | selective_decoding.py    | selective-decoding/sweep              |
+| selective-decoding   | selective_decoding.py    | selective-decoding/sweep, /benchmark  |
 
 ``deploy.py`` registers them all (``python -m flows.prefect_flows.deploy``, or ``vljepa deploy``).
 """

@@ -25,6 +25,9 @@ DEPLOYMENTS: list[tuple[str, str, str, dict[str, Any], str]] = [
      "Stage-2 SFT (VQA + captions + labels) through the submitit launcher."),
     ("selective_decoding", "selective_decoding", "sweep", {},
      "Decode-rate vs CIDEr Pareto (uniform, Ward, online) for models:/vljepa@candidate."),
+    ("selective_decoding", "selective_decoding", "benchmark", {"benchmark": True},
+     "Selective decoding on the paper's protocol: the stream benchmark, a model trained on it, savings with "
+     "bootstrap intervals, the online trigger tuned on val."),
     ("compare", "compare", "vlm-vs-jepa", {"preset": "small"},
      "VL-JEPA vs a token-generating VLM trained alike (paper Fig. 3)."),
 ] + [("ablate", "ablate", sweep, {"sweep": sweep, "preset": "small"},

@@ -114,6 +114,11 @@ def match_nearest_in_time(truth_times: Sequence[float], decoded_times: Sequence[
 def cider(references: list[str], candidates: list[str]) -> float:
     """Corpus CIDEr (pycocoevalcap's scorer; its PTB tokenizer needs Java, so we lowercase and
     strip punctuation ourselves) of candidates[i] against references[i]."""
+    return float(cider_pairs(references, candidates).mean())
+
+
+def cider_pairs(references: list[str], candidates: list[str]) -> np.ndarray:
+    """Each pair's CIDEr-D (document frequencies from all of ``references``); their mean is ``cider``."""
     from pycocoevalcap.cider.cider import Cider
 
     def norm(text: str) -> str:
@@ -121,8 +126,8 @@ def cider(references: list[str], candidates: list[str]) -> float:
 
     refs = {i: [norm(r)] for i, r in enumerate(references)}
     cands = {i: [norm(c) or "empty"] for i, c in enumerate(candidates)}
-    score, _ = Cider().compute_score(refs, cands)
-    return float(score)
+    _, scores = Cider().compute_score(refs, cands)
+    return np.asarray(scores, dtype=np.float64)
 
 
 Decoder = Callable[[np.ndarray], list[str]]  # (K, D) embeddings -> K texts
