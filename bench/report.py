@@ -15,6 +15,8 @@ Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report
   ``results.json`` plus each task's ``n``, the SFT run's train summary without its history, and the
   commands in ``provenance.json``); the verdict column is :func:`verdict`'s;
 - ``live-stream``: ``vljepa stream -`` fed a clip in real time (``docs/results/live-stream/``, its ``--json``);
+- ``selective``: ``vljepa stream --benchmark`` (``docs/results/selective-decoding/``: its ``results.json``,
+  ``pareto.png`` and the command in ``provenance.json``), through ``flows.stream_bench_report.markdown``;
 - ``gpu-check``: ``bench/gpu_check.py`` on the lent H200 (``bench/results/gpu_check_h200/*.json``),
   and the memory and live-encoder figures derived from the same files.
 
@@ -253,9 +255,21 @@ def live_stream_table(path: Path = LIVE_STREAM) -> list[str]:
     return lines
 
 
+SELECTIVE = ROOT / "docs" / "results" / "selective-decoding"
+
+
+def selective_table(folder: Path = SELECTIVE) -> list[str]:
+    """``vljepa stream --benchmark``: the benchmark's statistics, the sweep, the savings, the online trigger."""
+    from flows.stream_bench_report import markdown
+
+    result, prov = _load(folder / "results.json"), _load(folder / "provenance.json")
+    return [f"`{prov['command']}` at commit `{prov['commit']}`: {prov['machine']}; {result['seconds']:,.0f} s in all "
+            f"({prov['note']}).", "", *markdown(result).splitlines()]
+
+
 TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
                                               "base-sft": base_sft_table, "gpu-check": gpu_check_table,
-                                              "live-stream": live_stream_table}
+                                              "live-stream": live_stream_table, "selective": selective_table}
 
 
 def _block(name: str) -> re.Pattern[str]:

@@ -247,3 +247,21 @@ def test_smollm2_full_vocabulary_imports_the_whole_table_and_trains():
     assert torch.isfinite(loss) and decoder.lm.embed_tokens.weight.grad.abs().sum() > 0
     texts = decoder.eval().generate(torch.randn(2, 16), num_beams=2, max_new_tokens=3)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_extra_pairs_train_beside_the_texts_and_extend_the_vocabulary():
+    """``extra``: (embedding, text) pairs the decoder learns too, e.g. predicted embeddings of clips;
+    a text only they hold is in the vocabulary and comes back from its embedding."""
+    from vljepa.config import get_preset
+    from vljepa.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny"))
+    cfg = dataclasses.replace(decoder_preset("tiny", shared_dim=model.cfg.shared_dim), steps=150)
+    noise = torch.randn(1, model.cfg.shared_dim, generator=torch.Generator().manual_seed(3))
+    extra_embedding = torch.nn.functional.normalize(noise, dim=-1)
+    result = train_decoder(model, TEXTS[:2], cfg, extra=(extra_embedding, ["zebra quilt"]))
+    assert result.n_texts == 3  # training pairs: 2 texts + 1 extra
+    assert result.decoder.generate(extra_embedding, num_beams=1) == ["zebra quilt"]
+    with pytest.raises(ValueError, match="1 embeddings for 2 texts"):
+        train_decoder(model, TEXTS[:2], cfg, extra=(extra_embedding, ["a", "b"]))

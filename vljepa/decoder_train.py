@@ -31,7 +31,7 @@ class DecoderTrainResult:
 
 
 def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_dir: str | Path | None = None,
-                  progress: bool = False) -> DecoderTrainResult:
+                  progress: bool = False, extra: tuple[torch.Tensor, list[str]] | None = None) -> DecoderTrainResult:
     """Train a y-decoder to reproduce ``texts`` from their y-encoder embeddings.
 
     Args:
@@ -42,6 +42,9 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
             ``cfg.checkpoint_every`` resumable checkpoints go to ``out_dir/checkpoints`` (model,
             optimizer, scheduler, RNG states, the sampling generator and the batch order left), and a
             re-run into the same ``out_dir`` resumes from the latest one.
+        extra: ``(embeddings (E, S), texts)`` pairs trained beside the texts' own embeddings, without
+            noise: e.g. the predictor's outputs for training clips with their captions
+            (``flows.decoder_study``). Batches draw from both pools alike.
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -50,7 +53,7 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     if not texts:
         raise ValueError("no training texts for the y-decoder")
     codec = build_codec(cfg)
-    decoder = YDecoder(cfg, decoder_vocab(cfg, texts, codec), codec)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, texts + [t.strip() for t in (extra[1] if extra else [])], codec), codec)
     if cfg.lm != "tiny":
         decoder.load_lm()
     decoder.to(cfg.device)
@@ -60,6 +63,14 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     embed_seconds = time.perf_counter() - start
     if targets.shape[1] != cfg.shared_dim:
         raise ValueError(f"y-encoder gives {targets.shape[1]}-d embeddings; decoder expects {cfg.shared_dim}")
+    noisy = torch.ones(len(texts), dtype=torch.bool)  # which rows get the CapDec noise
+    if extra is not None:
+        extra_embeddings, extra_texts = extra
+        if len(extra_embeddings) != len(extra_texts):
+            raise ValueError(f"extra: {len(extra_embeddings)} embeddings for {len(extra_texts)} texts")
+        targets = torch.cat([targets, torch.nn.functional.normalize(extra_embeddings.float().cpu(), dim=-1)])
+        texts = texts + [t.strip() for t in extra_texts]
+        noisy = torch.cat([noisy, torch.zeros(len(extra_texts), dtype=torch.bool)])
 
     decoder.train()
     params = [p for p in decoder.parameters() if p.requires_grad]
@@ -101,7 +112,7 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         embedding = targets[index]  # (B, S)
         if cfg.noise_norm > 0:
             noise = torch.randn(embedding.shape, generator=generator) * (cfg.noise_norm / embedding.shape[1] ** 0.5)
-            embedding = embedding + noise
+            embedding = embedding + noise * noisy[index, None]
         embedding = embedding.to(cfg.device)
         loss = decoder.loss(embedding, [texts[i] for i in index])
         optimizer.zero_grad(set_to_none=True)
