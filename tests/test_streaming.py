@@ -270,3 +270,12 @@ def test_stream_cli_rejects_a_window_the_model_was_not_trained_on(tiny_checkpoin
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "vljepa stream: error: a streaming window of 4 frames" in err and "x_encoder.num_frames=2" in err
+
+
+def test_stream_cli_needs_a_source_or_the_benchmark(tmp_path, capsys):
+    from flows.cli import main
+
+    for argv, message in ((["stream"], "give a SOURCE"), (["stream", "clip.mp4", "--benchmark"], "drop SOURCE")):
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--state-dir", str(tmp_path)])
+        assert exited.value.code == 2 and message in capsys.readouterr().err
