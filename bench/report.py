@@ -17,6 +17,8 @@ Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report
 - ``live-stream``: ``vljepa stream -`` fed a clip in real time (``docs/results/live-stream/``, its ``--json``);
 - ``selective``: ``vljepa stream --benchmark`` (``docs/results/selective-decoding/``: its ``results.json``,
   ``pareto.png`` and the command in ``provenance.json``), through ``flows.stream_bench_report.markdown``;
+- ``decoder-study``: ``python -m flows.decoder_study`` on the stream benchmark's model
+  (``docs/results/decoder-study/``);
 - ``gpu-check``: ``bench/gpu_check.py`` on the lent H200 (``bench/results/gpu_check_h200/*.json``),
   and the memory and live-encoder figures derived from the same files.
 
@@ -267,9 +269,22 @@ def selective_table(folder: Path = SELECTIVE) -> list[str]:
             f"({prov['note']}).", "", *markdown(result).splitlines()]
 
 
+DECODER_STUDY = ROOT / "docs" / "results" / "decoder-study"
+
+
+def decoder_study_table(folder: Path = DECODER_STUDY) -> list[str]:
+    """``python -m flows.decoder_study``: the y-decoder variants on one checkpoint (``decoder_study.json``)."""
+    from flows.decoder_study import markdown
+
+    result, prov = _load(folder / "decoder_study.json"), _load(folder / "provenance.json")
+    return [f"`{prov['command']}` at commit `{prov['commit']}` ({prov['model']}; {result['seconds']:,.0f} s).", "",
+            *markdown(result)]
+
+
 TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
                                               "base-sft": base_sft_table, "gpu-check": gpu_check_table,
-                                              "live-stream": live_stream_table, "selective": selective_table}
+                                              "live-stream": live_stream_table, "selective": selective_table,
+                                              "decoder-study": decoder_study_table}
 
 
 def _block(name: str) -> re.Pattern[str]:
