@@ -55,24 +55,20 @@ class StreamBenchConfig:
 
 
 class MemoDecoder:
-    """The y-decoder, greedy, each distinct embedding decoded once (exact curves share windows)."""
+    """A ``decode`` (e.g. ``flows.selective.YDecoderCallable``) that decodes each distinct embedding once:
+    the exact curves decode the same windows at many rates."""
 
-    def __init__(self, decoder, batch_size: int = 64) -> None:
-        self.decoder, self.batch_size, self.memo = decoder, batch_size, {}
-        self.decoded = 0
+    def __init__(self, decode) -> None:
+        self.decode, self.memo, self.decoded = decode, {}, 0
 
     def __call__(self, embeddings: np.ndarray) -> list[str]:
-        import torch
-
         embeddings = np.asarray(embeddings, dtype=np.float32)
         keys = [e.tobytes() for e in embeddings]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.memo}.values())
-        for start in range(0, len(todo), self.batch_size):
-            rows = todo[start : start + self.batch_size]
-            texts = self.decoder.generate(torch.from_numpy(embeddings[rows]), num_beams=1)
-            for row, text in zip(rows, texts):
+        if todo:
+            for row, text in zip(todo, self.decode(embeddings[todo])):
                 self.memo[keys[row]] = text
-            self.decoded += len(rows)
+            self.decoded += len(todo)
         return [self.memo[k] for k in keys]
 
 
@@ -123,37 +119,20 @@ def embed_streams(model, encoder, root: Path, records: list[dict], cfg: StreamBe
 
 def pair_scores(streams, points, decode) -> tuple[list[np.ndarray], list[int]]:
     """Per stream: the CIDEr of each annotation against its nearest-in-time decode; decodes per stream."""
-    from vljepa.streaming.selective import cider_pairs, match_nearest_in_time
+    from vljepa.streaming.selective import cider_pairs, matched_pairs
 
-    flat = [p for per_stream in points for p in per_stream]
-    texts = decode(np.stack([p.embedding for p in flat]))
-    references, candidates, sizes, offset = [], [], [], 0
-    for stream, per_stream in zip(streams, points):
-        decoded = texts[offset : offset + len(per_stream)]
-        offset += len(per_stream)
-        for (_, caption), j in zip(stream.captions, match_nearest_in_time([t for t, _ in stream.captions],
-                                                                         [p.time for p in per_stream])):
-            references.append(caption)
-            candidates.append(decoded[j])
-        sizes.append(len(stream.captions))
-    scores = cider_pairs(references, candidates)
-    return np.split(scores, np.cumsum(sizes)[:-1]), [len(p) for p in points]
-
-
-def curve_points(stream, method: str, rate: float, pool: bool):
-    from vljepa.streaming import uniform_count, uniform_points, ward_points
-
-    if method == "uniform":
-        return uniform_points(stream, rate, pool=pool)
-    return ward_points(stream, uniform_count(stream.duration, rate), pool=pool)
+    scores = cider_pairs(*matched_pairs(streams, points, decode))
+    return np.split(scores, np.cumsum([len(s.captions) for s in streams])[:-1]), [len(p) for p in points]
 
 
 def sweep_curves(streams, decode, rates) -> dict[str, dict[float, tuple[list[np.ndarray], list[int]]]]:
     """Per curve ("ward/pooled", ...) and rate: per-stream pair scores and decode counts."""
+    from vljepa.streaming.selective import strategy_points
+
     out: dict[str, dict[float, Any]] = {}
     for method, pool in CURVES:
         name = f"{method}/{'pooled' if pool else 'exact'}"
-        out[name] = {rate: pair_scores(streams, [curve_points(s, method, rate, pool) for s in streams], decode)
+        out[name] = {rate: pair_scores(streams, [strategy_points(s, method, rate, pool=pool) for s in streams], decode)
                      for rate in rates}
     return out
 
@@ -222,11 +201,13 @@ def model_key(checkpoint: Path) -> str:
 
 def run_stream_bench(cfg: StreamBenchConfig, *, progress: bool = True) -> dict:
     """Steps 1-6 of the module docstring; writes ``results.json``, ``pareto.png``, ``summary.md``."""
+    from flows.selective import YDecoderCallable
     from flows.stream_bench_report import log_to_mlflow, markdown, pareto_figure
     from preprocessing.streams import PRESETS, generate_streams
     from vljepa.checkpoint import load_checkpoint
     from vljepa.decoder import load_decoder
     from vljepa.encoders import build_x_encoder
+    from vljepa.streaming import uniform_points
 
     started = time.perf_counter()
     layout = cfg.run.layout().ensure()
@@ -235,13 +216,13 @@ def run_stream_bench(cfg: StreamBenchConfig, *, progress: bool = True) -> dict:
     corpus = generate_streams(scfg, root, progress=progress)
     checkpoint, decoder_dir, trained = train_stream_model(cfg, root / "clips")
     model = load_checkpoint(checkpoint)
-    decode = MemoDecoder(load_decoder(decoder_dir))
+    decode = MemoDecoder(YDecoderCallable(load_decoder(decoder_dir)))
     encoder = build_x_encoder(model.cfg.x_encoder)
     records = [json.loads(line) for line in (root / "streams.jsonl").read_text().splitlines()]
     key = model_key(checkpoint)
     val, _ = embed_streams(model, encoder, root, [r for r in records if r["split"] == "val"], cfg, key)
     test, compute = embed_streams(model, encoder, root, [r for r in records if r["split"] == "test"], cfg, key)
-    val_uniform = pair_scores(val, [curve_points(s, "uniform", 1.0, True) for s in val], decode)[0]
+    val_uniform = pair_scores(val, [uniform_points(s, 1.0) for s in val], decode)[0]
     curves = sweep_curves(test, decode, cfg.rates)
     result = {"streams": {"preset": cfg.streams, "dir": str(root), "config_hash": corpus["config_hash"],
                           "statistics": corpus["statistics"], "paper": corpus["paper"]},

@@ -39,6 +39,9 @@ SCALING = {"grows": (0.5, 1.3), "shrinks": (1.3, 0.5)}  # (start, end) radius mu
 TRAVEL = 0.45  # distance a translating group covers in one event, as a fraction of min(W, H)
 MARGIN = 0.07  # border left empty, as a fraction of min(W, H): > (1 - 224/256) / 2 cut by the decoder
 GAP = 0.3  # space between neighbouring objects, as a fraction of their radius
+# How rendered frames become H.264: one thread and bit-exact flags, so equal frames give equal bytes.
+H264_ARGS = ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
+             "-fflags", "+bitexact", "-map_metadata", "-1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,8 +202,7 @@ def encode_mp4(frames: np.ndarray, fps: int, out_path: Path) -> None:
         cmd = [
             "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
-            "-fflags", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(tmp),
+            *H264_ARGS, "-movflags", "+faststart", "-f", "mp4", str(tmp),
         ]
         try:
             proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False)

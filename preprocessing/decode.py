@@ -162,6 +162,17 @@ def resize_short_edge(size: int) -> int:
     return int(round(size * 256 / 224))
 
 
+def scale_and_crop(stream, size: int):
+    """The encoder's view of a frame, inside ffmpeg (ffmpeg-python): the short edge scaled to
+    ``resize_short_edge(size)``, then a centre ``size`` x ``size`` crop. Files and live sources
+    (``preprocessing.live``) go through this one chain."""
+    short = resize_short_edge(size)
+    # Both sides >= `short`, aspect kept: the short edge becomes `short`. Bilinear as
+    # torchvision's Resize used by the V-JEPA 2 processor. iw/ih are after autorotation.
+    return (stream.filter("scale", short, short, force_original_aspect_ratio="increase", flags="bilinear")
+            .filter("crop", size, size))  # x, y default to the centre
+
+
 def _decode_all(
     path: Path, size: int, *, select_expr: str | None = None, fps: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,18 +184,13 @@ def _decode_all(
         the output grid k / fps).
     Returns frames uint8 (F, size, size, 3) and their presentation times float64 (F,).
     """
-    short = resize_short_edge(size)
     stream = ffmpeg.input(str(path))
     if select_expr is not None:
         stream = stream.filter("select", select_expr)
     if fps is not None:
         stream = stream.filter("fps", fps=fps)
     stream = (
-        stream
-        # Both sides >= `short`, aspect kept: the short edge becomes `short`. Bilinear as
-        # torchvision's Resize used by the V-JEPA 2 processor. iw/ih are after autorotation.
-        .filter("scale", short, short, force_original_aspect_ratio="increase", flags="bilinear")
-        .filter("crop", size, size)  # x, y default to the centre
+        scale_and_crop(stream, size)
         .filter("showinfo", checksum=0)  # prints the pts of every frame we receive
         # passthrough: one output frame per decoded frame, no duplication or dropping.
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from preprocessing.decode import resize_short_edge
+from preprocessing.decode import scale_and_crop
 
 # Start decoding after ~0.5 s of input instead of ffmpeg's default 5 s probe. Not ``-fflags nobuffer``:
 # with it ffmpeg 5.1 gave no frame at all for an H.264 MPEG-TS pipe (libx264 zerolatency) here.
@@ -49,12 +49,8 @@ def ffmpeg_command(source: str, *, fps: float, size: int, input_format: str | No
     options: dict[str, str] = dict(LIVE_INPUT_OPTIONS) if is_live(source) else {}
     if input_format:
         options["format"] = input_format  # e.g. v4l2 for a camera, or when a pipe's format is ambiguous
-    short = resize_short_edge(size)
-    stream = (ffmpeg.input("pipe:0" if source == "-" else source, **options)
-              .filter("fps", fps=fps)
-              .filter("scale", short, short, force_original_aspect_ratio="increase", flags="bilinear")
-              .filter("crop", size, size)
-              .output("pipe:1", format="rawvideo", pix_fmt="rgb24"))
+    stream = ffmpeg.input("pipe:0" if source == "-" else source, **options).filter("fps", fps=fps)
+    stream = scale_and_crop(stream, size).output("pipe:1", format="rawvideo", pix_fmt="rgb24")
     args = ["-hide_banner", "-loglevel", "error"] + ([] if source == "-" else ["-nostdin"])
     return ffmpeg.compile(stream.global_args(*args), cmd="ffmpeg")
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from preprocessing.corpus import COLOURS, MOTIONS, SIZES
-from preprocessing.corpus_render import (PALETTE, SCALING, SHAPES, SIZE_RADIUS, TRANSLATION, Background,
+from preprocessing.corpus_render import (H264_ARGS, PALETTE, SCALING, SHAPES, SIZE_RADIUS, TRANSLATION, Background,
                                          render_background, safe_box, shape_mask)
 from vljepa.files import atomic_write_text, content_key_sha256
 
@@ -236,11 +236,6 @@ def _frame(cfg: StreamCorpusConfig, keystep: Keystep, action: Action, k: int, ba
     return image
 
 
-def _encode_args(cfg: StreamCorpusConfig) -> list[str]:
-    return ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-threads", "1", "-preset", "veryfast", "-crf", "20",
-            "-fflags", "+bitexact", "-map_metadata", "-1"]
-
-
 def render_stream(cfg: StreamCorpusConfig, out_dir: Path, record: dict, keysteps: list[Keystep]) -> list[dict]:
     """Write one clip per atomic action and, for val/test, the whole stream; returns the clip records.
 
@@ -256,12 +251,12 @@ def render_stream(cfg: StreamCorpusConfig, out_dir: Path, record: dict, keysteps
     scratch = Path(tempfile.mkdtemp(prefix=f".{record['stream_id']}-", dir=out_dir / "clips"))
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{cfg.width}x{cfg.height}", "-r", str(cfg.fps), "-i", "-",
-               *_encode_args(cfg), "-force_key_frames", cuts or "0", "-f", "segment", "-segment_times", cuts or "1e9",
+               *H264_ARGS, "-force_key_frames", cuts or "0", "-f", "segment", "-segment_times", cuts or "1e9",
                "-reset_timestamps", "1", "-segment_format", "mp4", "-segment_format_options", "movflags=+faststart",
                str(scratch / "%05d.mp4")]
     whole = out_dir / record["path"] if record["path"] else None
     if whole is not None:
-        command += [*_encode_args(cfg), "-movflags", "+faststart", "-f", "mp4", str(scratch / "whole.mp4")]
+        command += [*H264_ARGS, "-movflags", "+faststart", "-f", "mp4", str(scratch / "whole.mp4")]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for n, a, keystep, action in actions:

@@ -55,8 +55,10 @@ def test_memo_decoder_decodes_each_distinct_embedding_once():
             self.calls.append(len(batch))
             return [f"t{float(row[0]):g}" for row in batch]
 
+    from flows.selective import YDecoderCallable
+
     fake = Fake()
-    memo = MemoDecoder(fake, batch_size=2)
+    memo = MemoDecoder(YDecoderCallable(fake, batch_size=2))
     emb = np.array([[1.0, 0.0], [2.0, 0.0], [1.0, 0.0], [3.0, 0.0]], dtype=np.float32)
     assert memo(emb) == ["t1", "t2", "t1", "t3"] and memo.decoded == 3 and fake.calls == [2, 1]
     assert memo(emb[:2]) == ["t1", "t2"] and memo.decoded == 3  # nothing new to decode

@@ -52,8 +52,11 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
     texts = sorted(set(t.strip() for t in texts if t and t.strip()))
     if not texts:
         raise ValueError("no training texts for the y-decoder")
+    extra_texts = [t.strip() for t in extra[1]] if extra is not None else []
+    if extra is not None and len(extra[0]) != len(extra_texts):
+        raise ValueError(f"extra: {len(extra[0])} embeddings for {len(extra_texts)} texts")
     codec = build_codec(cfg)
-    decoder = YDecoder(cfg, decoder_vocab(cfg, texts + [t.strip() for t in (extra[1] if extra else [])], codec), codec)
+    decoder = YDecoder(cfg, decoder_vocab(cfg, texts + extra_texts, codec), codec)
     if cfg.lm != "tiny":
         decoder.load_lm()
     decoder.to(cfg.device)
@@ -65,11 +68,8 @@ def train_decoder(model: VLJepa, texts: list[str], cfg: YDecoderConfig, *, out_d
         raise ValueError(f"y-encoder gives {targets.shape[1]}-d embeddings; decoder expects {cfg.shared_dim}")
     noisy = torch.ones(len(texts), dtype=torch.bool)  # which rows get the CapDec noise
     if extra is not None:
-        extra_embeddings, extra_texts = extra
-        if len(extra_embeddings) != len(extra_texts):
-            raise ValueError(f"extra: {len(extra_embeddings)} embeddings for {len(extra_texts)} texts")
-        targets = torch.cat([targets, torch.nn.functional.normalize(extra_embeddings.float().cpu(), dim=-1)])
-        texts = texts + [t.strip() for t in extra_texts]
+        targets = torch.cat([targets, torch.nn.functional.normalize(extra[0].float().cpu(), dim=-1)])
+        texts = texts + extra_texts
         noisy = torch.cat([noisy, torch.zeros(len(extra_texts), dtype=torch.bool)])
 
     decoder.train()

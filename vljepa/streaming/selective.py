@@ -143,8 +143,10 @@ class SweepRow:
     mean_latency_windows: float | None = None
 
 
-def score_points(streams: Sequence[Stream], points: Sequence[Sequence[DecodePoint]], decode: Decoder) -> tuple[float, int]:
-    """Decode every point, match ground truth nearest in time, CIDEr over all matched pairs."""
+def matched_pairs(streams: Sequence[Stream], points: Sequence[Sequence[DecodePoint]],
+                  decode: Decoder) -> tuple[list[str], list[str]]:
+    """Decode every point; each ground-truth caption with the decoded text nearest to it in time,
+    stream after stream: (references, candidates)."""
     flat = [p for per_stream in points for p in per_stream]
     texts = decode(np.stack([p.embedding for p in flat])) if flat else []
     references, candidates, offset = [], [], 0
@@ -155,7 +157,21 @@ def score_points(streams: Sequence[Stream], points: Sequence[Sequence[DecodePoin
         for (_, caption), j in zip(stream.captions, matches):
             references.append(caption)
             candidates.append(decoded[j])
-    return cider(references, candidates), len(flat)
+    return references, candidates
+
+
+def score_points(streams: Sequence[Stream], points: Sequence[Sequence[DecodePoint]], decode: Decoder) -> tuple[float, int]:
+    """Decode every point, match ground truth nearest in time, CIDEr over all matched pairs."""
+    return cider(*matched_pairs(streams, points, decode)), sum(len(p) for p in points)
+
+
+def strategy_points(stream: Stream, method: str, rate_hz: float, *, pool: bool = True) -> list[DecodePoint]:
+    """``uniform`` at ``rate_hz``, or ``ward`` with as many segments as uniform decoding would make."""
+    if method == "uniform":
+        return uniform_points(stream, rate_hz, pool=pool)
+    if method == "ward":
+        return ward_points(stream, uniform_count(stream.duration, rate_hz), pool=pool)
+    raise ValueError(f"unknown method {method!r}; expected uniform or ward")
 
 
 def sweep(streams: Sequence[Stream], decode: Decoder, *, rates: Sequence[float],
@@ -165,12 +181,9 @@ def sweep(streams: Sequence[Stream], decode: Decoder, *, rates: Sequence[float],
     total = sum(s.duration for s in streams)
     rows = []
     for rate in rates:
-        uniform = [uniform_points(s, rate, pool=pool) for s in streams]
-        score, n = score_points(streams, uniform, decode)
-        rows.append(SweepRow("uniform", rate, n / total, score, n))
-        ward = [ward_points(s, uniform_count(s.duration, rate), pool=pool) for s in streams]
-        score, n = score_points(streams, ward, decode)
-        rows.append(SweepRow("ward", rate, n / total, score, n))
+        for method in ("uniform", "ward"):
+            score, n = score_points(streams, [strategy_points(s, method, rate, pool=pool) for s in streams], decode)
+            rows.append(SweepRow(method, rate, n / total, score, n))
     base = trigger or OnlineTriggerConfig()
     for threshold in thresholds:
         cfg = OnlineTriggerConfig(threshold=threshold, hysteresis=base.hysteresis, min_len=base.min_len,
