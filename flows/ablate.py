@@ -1,42 +1,56 @@
-"""Prefect flow ``ablate`` (deployments ``ablate/<sweep>``): the paper's ablation sweeps as MLflow runs.
+"""Prefect flow ``ablate`` (deployments ``ablate/<sweep>``): the paper's ablations on its own protocol.
 
 ``run_sweep(...)`` is the in-process entry point. For one sweep of ``vljepa.ablations``: prepare
-the data once (content-addressed, shared with ``pretrain/full``), train every variant (a local
-submitit job each, one after the other, or all at once as a Slurm job array), evaluate each on the
-held-out test split (classification, retrieval, VQA: the paper's three ablation columns), log one
-MLflow run per variant into experiment ``vljepa-ablate-<sweep>`` tagged ``ablation.axis`` /
-``ablation.variant``, then a summary run with the table (Δ in points against the default, next to
-the paper's Δ) and a bar plot. Variants whose trained model and metrics already exist (same
-config, same cached data) are reused, not retrained, and not logged twice.
+the SFT-stage data mix and the test split once (content-addressed, shared with ``sft/full``),
+and the stage-1 BASE model where a variant starts from it (the main job's, reused when present);
+train every (variant, seed) with the protocol's constant lr and fixed sample budget (local jobs one
+after another, or one Slurm job array); evaluate each on the held-out test split
+(classification, retrieval, VQA: the paper's three columns); log one MLflow run per (variant,
+seed) into experiment ``vljepa-ablate-<sweep>`` tagged ``ablation.axis`` / ``ablation.variant`` /
+``ablation.seed``; then a summary run with the table (mean ± sd, Δ with its 95 % interval from the
+paired seeds, the paper's Δ, the verdict) and the figure. Trained models are content-addressed
+(config + data): a (variant, seed) that another sweep already trained is reused, not retrained,
+and each run is logged once per sweep.
+
+``python -m flows.ablate overview`` (= ``vljepa ablate overview``) rebuilds every table and the
+figure from the MLflow runs (``flows.ablate_report``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.data import PreparedData, prepare_data
-from flows.env import StateLayout
+from flows.ablate_report import EXPERIMENT_PREFIX
+from flows.data import SplitCache, cache_split_tokens, import_manifest, prepare_corpus
+from flows.job import TrainDataSpec
+from flows.phase_data import PhaseData, phase_plan, prepare_stills
 from flows.resolve import RunConfig
 from flows.stage import StageWrapper, direct
+from vljepa.ablations import PROTOCOLS, Protocol, Sweep, Variant, protocol_config, sweeps, variant_config
+from vljepa.config import VLJepaConfig, replace
 from vljepa.files import content_key
-from vljepa.ablations import (METRICS, Sweep, Variant, agreement, deltas, paper_delta, summary_markdown, sweeps,
-                              variant_config)
-from vljepa.config import VLJepaConfig
 
-EXPERIMENT_PREFIX = "vljepa-ablate-"
-SWEEP_NAMES = ("loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder")
+SWEEP_NAMES = ("pretraining", "y-lr", "loss", "predictor", "y-encoder")
+
+
 @dataclass
-class VariantResult:
+class RunResult:
+    """One trained (variant, seed)."""
+
     variant: str
+    seed: int
     key: str
     checkpoint_dir: str
     metrics: dict[str, float]
     train: dict[str, Any]
     reused: bool
+    eval_seconds: float = 0.0
     mlflow_run_id: str | None = None
 
 
@@ -44,41 +58,144 @@ class VariantResult:
 class SweepResult:
     sweep: str
     axis: str
-    variants: list[VariantResult] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
     markdown: str = ""
-    agreement: dict[str, dict[str, str]] = field(default_factory=dict)
     out_dir: str = ""
     summary_run_id: str | None = None
     compare_url: str | None = None
 
-    def metrics(self) -> dict[str, dict[str, float]]:
-        return {v.variant: v.metrics for v in self.variants}
+    def record(self, sweep: Sweep, protocol: Protocol) -> dict:
+        """This sweep as ``flows.ablate_report`` reads it (the same shape as its MLflow export)."""
+        order = [v.name for v in sweep.variants]
+        return {"axis": self.axis, "default": sweep.default.name, "order": order, "note": sweep.note,
+                "protocol": protocol_record(protocol),
+                "runs": [{"variant": r.variant, "seed": r.seed, "key": r.key, "metrics": r.metrics,
+                          "seconds": float(r.train.get("seconds") or 0.0), "eval_seconds": r.eval_seconds,
+                          "run_id": r.mlflow_run_id}
+                         for r in self.runs]}
 
 
-def variant_key(cfg: VLJepaConfig, data: PreparedData) -> str:
-    """Content address of a variant's trained model: its whole config and the training data."""
-    return content_key(cfg.to_json() + data.caches["train"].cache_key)
+def protocol_record(protocol: Protocol) -> dict:
+    return {"samples": protocol.samples, "batch_size": protocol.batch_size, "steps": protocol.steps,
+            "seeds": list(protocol.seeds), "schedule": "constant", "data": "sft-paper mix (stage-2 data)"}
 
 
-def evaluate_variant(checkpoint_dir: str, data: PreparedData) -> dict[str, float]:
-    """The paper's ablation columns on the test split: classification, retrieval, VQA (+ top-5)."""
+@dataclass(frozen=True)
+class ProtocolData:
+    """What every variant of a sweep trains and is tested on."""
+
+    db_path: Path
+    corpus_dir: Path
+    sft: PhaseData
+    test: SplitCache
+    base_dir: str | None  # the stage-1 BASE model, where a variant starts from it
+
+    def spec(self) -> TrainDataSpec:
+        return TrainDataSpec(db_path=str(self.db_path), plan=self.sft.plan, corpus_dir=str(self.corpus_dir))
+
+
+def ensure_base(run: RunConfig, stills: str | None) -> str:
+    """The stage-1 BASE model (phase image, then video), exactly as the main job trains it: the same
+    content address, so the main job's model is reused when the state dir holds it."""
+    from flows.pipeline import train_phase
+
+    layout, init_from = run.layout(), None
+    for phase in ("image", "video"):
+        cfg = run.stage_config("pretrain", phase, init_from=init_from)
+        data = phase_plan(cfg, layout, stills_dataset=stills, progress=run.progress, engine=run.engine)
+        init_from = train_phase(cfg, run, layout, data, f"pretrain-{phase}-{cfg.preset}").checkpoint_dir
+    assert init_from is not None
+    return init_from
+
+
+def prepare_protocol(run: RunConfig, *, need_base: bool) -> ProtocolData:
+    """The SFT-stage mix, the test split's tokens, and (``need_base``) the BASE model."""
+    cfg = run.stage_config("sft")
+    layout = run.layout().ensure()
+    corpus_dir = prepare_corpus(cfg, layout, progress=run.progress)
+    import_manifest(layout.manifest, corpus_dir, generated=cfg.data.generate)
+    stills = prepare_stills(layout, corpus_dir, progress=run.progress) if cfg.data.generate else None
+    sft = phase_plan(cfg, layout, stills_dataset=stills, progress=run.progress, engine=run.engine)
+    test = cache_split_tokens(cfg, layout, "test", progress=run.progress, engine=run.engine)
+    base = ensure_base(run, stills) if need_base else None
+    return ProtocolData(db_path=layout.manifest, corpus_dir=corpus_dir, sft=sft, test=test, base_dir=base)
+
+
+def run_config_of(sft: VLJepaConfig, sweep: Sweep, variant: Variant, protocol: Protocol, seed: int,
+                  base_dir: str | None, inits: Path) -> VLJepaConfig:
+    """One (variant, seed)'s training config: the sweep's setting, the variant's change, the protocol,
+    and where it starts (``init_checkpoint``)."""
+    cfg = protocol_config(variant_config(sft, variant, sweep), protocol, seed)
+    if variant.from_base:
+        if base_dir is None:
+            raise ValueError(f"variant {variant.name!r} starts from the BASE model: prepare it (need_base=True)")
+        cfg = replace(cfg, **{"train.init_from": init_checkpoint(cfg, base_dir, inits)})
+    return cfg
+
+
+def init_checkpoint(cfg: VLJepaConfig, base_dir: str, inits: Path) -> str:
+    """Where a variant that starts from BASE starts: BASE itself when the variant's model is BASE's
+    architecture; else a checkpoint of the variant's own model (built with its seed) that takes from
+    BASE every tensor whose role the variant keeps (same name and shape; not the predictor's layers
+    when the variant takes other LM layers or random ones, not the text encoder when it is another),
+    written once under ``inits/<key>`` with ``init.json`` saying what came from where."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from vljepa.model import build_model
+
+    base_cfg = VLJepaConfig.from_json((Path(base_dir) / "config.json").read_text())
+    p, bp = cfg.predictor, base_cfg.predictor
+    skip = []
+    if (p.num_layers, p.layer_offset_from_top, p.pretrained) != (bp.num_layers, bp.layer_offset_from_top, bp.pretrained):
+        skip.append("predictor.layers.")
+    if (cfg.y_encoder.name, cfg.y_encoder.path) != (base_cfg.y_encoder.name, base_cfg.y_encoder.path):
+        skip.append("y_encoder.")
+    def arch(c: VLJepaConfig) -> tuple:  # what the weights' names and shapes depend on
+        return (dataclasses.replace(c.predictor, attention="bidirectional"), c.x_encoder, c.shared_dim,
+                dataclasses.replace(c.y_encoder, lr_multiplier=0.0))
+
+    if not skip and arch(cfg) == arch(base_cfg):
+        return base_dir  # the same model: start from BASE itself
+    out = inits / content_key(cfg.to_json(), base_dir)
+    if (out / "model.safetensors").is_file():
+        return str(out)
+    base = load_file(str(Path(base_dir) / "model.safetensors"))
+    torch.manual_seed(cfg.train.seed)
+    own = build_model(cfg).state_dict()
+    taken = [k for k, t in own.items() if k in base and base[k].shape == t.shape and not k.startswith(tuple(skip))]
+    if len(taken) == len(own) == len(base):
+        return base_dir  # the same model: start from BASE itself
+    state = {k: (base[k] if k in taken else t).detach().cpu().contiguous() for k, t in own.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(cfg.to_json())
+    own_init = sorted({".".join(k.split(".")[:2]) for k in own if k not in taken})
+    (out / "init.json").write_text(json.dumps({"base": base_dir, "from_base": len(taken), "own_init": own_init,
+                                               "base_unused": sorted({".".join(k.split(".")[:2]) for k in base
+                                                                      if k not in own or k not in taken})}, indent=2))
+    return str(out)
+
+
+def evaluate_variant(checkpoint_dir: str, data: ProtocolData) -> dict[str, float]:
+    """The paper's ablation columns on the test split: classification, retrieval, VQA (+ top-5, v2t)."""
     from flows.loaders import load_task_data, load_vocabulary
+    from vljepa.checkpoint import load_checkpoint
     from vljepa.evaluate import evaluate
     from vljepa.tasks import vqa
-    from vljepa.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint_dir)
     labels, _ = load_vocabulary(data.corpus_dir)
-    task_data = load_task_data(data.db_path, data.caches["test"].path, "test", num_frames=model.cfg.x_encoder.num_frames)
+    task_data = load_task_data(data.db_path, data.test.path, "test", num_frames=model.cfg.x_encoder.num_frames)
     basic = evaluate(model, task_data.dataset(), label_set=labels).metrics
     return {"classification/top1": basic["cls_top1"], "classification/top5": basic["cls_top5"],
             "retrieval/t2v_r1": basic["t2v_r1"], "retrieval/v2t_r1": basic["v2t_r1"],
             "vqa/accuracy": vqa.run(model, task_data).metrics["accuracy"]}
 
 
-def train_variants(todo: list[tuple[Variant, VLJepaConfig, Path]], data: PreparedData, *, launcher: str,
-                   folder: Path, progress: bool) -> None:
-    """Train each (variant, config, out_dir): one local job after another, or a Slurm job array."""
+def train_runs(todo: list[tuple[str, VLJepaConfig, Path]], data: ProtocolData, *, launcher: str, folder: Path,
+               progress: bool) -> None:
+    """Train each (label, config, out_dir): one job after another, or all as one Slurm job array."""
     from flows.launch import launch, launch_array
 
     spec = data.spec()
@@ -86,198 +203,140 @@ def train_variants(todo: list[tuple[Variant, VLJepaConfig, Path]], data: Prepare
         for job in launch_array([(cfg, spec, out) for _, cfg, out in todo], folder=folder):
             job.result()
         return
-    for i, (variant, cfg, out) in enumerate(todo):
-        print(f"[ablate] training variant {variant.name!r} ({i + 1}/{len(todo)}) -> {out}", flush=True)
+    for i, (label, cfg, out) in enumerate(todo):
+        print(f"[ablate] training {label} ({i + 1}/{len(todo)}) -> {out}", flush=True)
         launch(cfg, spec, out, launcher=launcher, folder=folder, progress=progress).result()  # type: ignore[arg-type]
 
 
 def run_sweep(sweep_name: str, run: RunConfig, *, variants: list[str] | None = None,
-              y_encoder_paths: dict[str, str] | None = None, flow_run_id: str | None = None,
-              log_to_mlflow: bool = True, stage: StageWrapper = direct) -> SweepResult:
-    """Train, evaluate and log every variant of one sweep; write and log the summary.
+              y_encoder_paths: dict[str, str] | None = None, protocol: Protocol | None = None,
+              flow_run_id: str | None = None, log_to_mlflow: bool = True, stage: StageWrapper = direct) -> SweepResult:
+    """Train (every seed), evaluate and log every variant of one sweep; write and log the summary.
 
-    ``stage(name, fn, io)`` wraps each step (the Prefect flow makes them tasks, I/O with retries).
+    ``protocol``: default ``PROTOCOLS[preset]``. ``stage(name, fn, io)`` wraps each step (the Prefect
+    flow makes them tasks, I/O with retries).
     """
-    base = run.model_config()
-    all_sweeps = sweeps(base, y_encoder_paths=y_encoder_paths)
+    sft = run.stage_config("sft")
+    all_sweeps = sweeps(sft, y_encoder_paths=y_encoder_paths)
     if sweep_name not in all_sweeps:
-        raise KeyError(f"unknown sweep {sweep_name!r} for preset {base.preset!r}; choose one of {sorted(all_sweeps)}")
+        raise KeyError(f"unknown sweep {sweep_name!r} for preset {sft.preset!r}; choose one of {sorted(all_sweeps)}")
     sweep = all_sweeps[sweep_name].select(variants)
+    protocol = protocol or PROTOCOLS[sft.preset]
     layout = run.layout()
-    data = stage("prepare-data", prepare_data, True)(base, layout, progress=run.progress, engine=run.engine)
-    root = layout.ablations / sweep.name
-    root.mkdir(parents=True, exist_ok=True)
+    data = stage("prepare-data", prepare_protocol, True)(run, need_base=any(v.from_base for v in sweep.variants))
     planned = []
     for variant in sweep.variants:
-        cfg = variant_config(base, variant, sweep)
-        key = variant_key(cfg, data)
-        # Models are addressed by content alone, so the default (in every sweep) trains once.
-        planned.append((variant, cfg, layout.ablations / "models" / key, key))
-    todo = [(v, c, out) for v, c, out, _ in planned if not (out / "model.safetensors").is_file()]
-    reused = {v.name for v, _, out, _ in planned if (out / "model.safetensors").is_file()}
-    if reused:
-        print(f"[ablate] reusing trained variants {sorted(reused)}", flush=True)
-    stage("train-variants", train_variants, False)(todo, data, launcher=run.launcher,
-                                                   folder=layout.submitit, progress=run.progress)
-    result = stage("evaluate-variants", evaluate_variants, False)(sweep, planned, data, reused, str(root))
+        for seed in protocol.seeds:
+            cfg = run_config_of(sft, sweep, variant, protocol, seed, data.base_dir, layout.ablations / "inits")
+            key = content_key(cfg.to_json(), data.sft.key)
+            # Addressed by content alone: a (variant, seed) shared by several sweeps trains once.
+            planned.append((variant, seed, cfg, layout.ablations / "models" / key, key))
+    done = {key for *_, out, key in planned if (out / "model.safetensors").is_file()}
+    todo = [(f"{v.name!r} seed {s}", c, out) for v, s, c, out, k in planned if k not in done]
+    if done:
+        print(f"[ablate] reusing {len(done)} trained model(s) of {len({k for *_, k in planned})}", flush=True)
+    stage("train-variants", train_runs, False)(todo, data, launcher=run.launcher, folder=layout.submitit,
+                                               progress=run.progress)
+    result = stage("evaluate-variants", evaluate_runs, False)(sweep, planned, data, done)
+    root = layout.ablations / sweep.name
+    stage("write-summary", write_summary, True)(sweep, protocol, result, root)
     if log_to_mlflow:
-        stage("log-to-mlflow", log_sweep, True)(sweep, result, run, flow_run_id=flow_run_id)
+        stage("log-to-mlflow", log_sweep, True)(sweep, protocol, result, run, flow_run_id=flow_run_id)
     return result
 
 
-def evaluate_variants(sweep: Sweep, planned: list, data: PreparedData, reused: set[str], root: str) -> SweepResult:
-    """Metrics of every variant (cached beside each model, keyed by the test cache) + the summary files."""
-    out_root = Path(root)
-    result = SweepResult(sweep=sweep.name, axis=sweep.axis, out_dir=root)
-    for variant, _, out, key in planned:
+def evaluate_runs(sweep: Sweep, planned: list, data: ProtocolData, reused: set[str]) -> SweepResult:
+    """Metrics of every (variant, seed), cached beside each model and keyed by the test cache."""
+    result = SweepResult(sweep=sweep.name, axis=sweep.axis)
+    for variant, seed, _, out, key in planned:
         metrics_file = out / "ablation_metrics.json"
         cached = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        if cached.get("test_cache") != data.caches["test"].cache_key:
-            cached = {"test_cache": data.caches["test"].cache_key, "metrics": evaluate_variant(str(out), data)}
+        if cached.get("test_cache") != data.test.cache_key:
+            t0 = time.perf_counter()
+            metrics = evaluate_variant(str(out), data)
+            cached = {"test_cache": data.test.cache_key, "metrics": metrics, "seconds": time.perf_counter() - t0}
             metrics_file.write_text(json.dumps(cached, indent=2))
         summary = json.loads((out / "train_summary.json").read_text())
-        result.variants.append(VariantResult(variant=variant.name, key=key, checkpoint_dir=str(out),
-                                             metrics=cached["metrics"], train=summary, reused=variant.name in reused))
-    results = result.metrics()
-    result.markdown = summary_markdown(sweep, results)
-    result.agreement = agreement(sweep, results)
-    (out_root / "summary.md").write_text(result.markdown + "\n")
-    (out_root / "summary.json").write_text(json.dumps(
-        {"sweep": sweep.name, "axis": sweep.axis, "default": sweep.default.name, "metrics": results,
-         "delta_points": deltas(results, sweep.default.name), "agreement": result.agreement,
-         "variants": {v.variant: {"key": v.key, "checkpoint_dir": v.checkpoint_dir, "reused": v.reused,
-                                  "train_seconds": v.train.get("seconds"), "final_loss": v.train.get("final_loss")}
-                      for v in result.variants}}, indent=2))
-    bar_plot(sweep, results, out_root / "summary.png")
+        result.runs.append(RunResult(variant=variant.name, seed=seed, key=key, checkpoint_dir=str(out),
+                                     metrics=cached["metrics"], train=summary, reused=key in reused,
+                                     eval_seconds=float(cached.get("seconds", 0.0))))
     return result
 
 
-def bar_plot(sweep: Sweep, results: dict[str, dict[str, float]], path: Path) -> Path:
-    """Grouped bars: Δ points vs the default, per metric (groups) and variant (bars)."""
-    import matplotlib
+def write_summary(sweep: Sweep, protocol: Protocol, result: SweepResult, root: Path) -> None:
+    """``summary.md`` / ``.json`` / ``.png`` of this sweep, by the same code as the overview."""
+    from flows.ablate_report import figure, sweep_markdown
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    d = deltas(results, sweep.default.name)
-    others = [v.name for v in sweep.variants if not v.default and v.name in d]
-    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
-    x = np.arange(len(METRICS))
-    width = 0.8 / max(len(others), 1)
-    for i, name in enumerate(others):
-        values = [d[name].get(key, 0.0) for key, _ in METRICS]
-        bars = ax.bar(x + (i - (len(others) - 1) / 2) * width, values, width, label=name)
-        ax.bar_label(bars, fmt="%+.1f", fontsize=7, padding=2)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, [col for _, col in METRICS])
-    ax.set_ylabel(f"Δ points vs {sweep.default.name}")
-    ax.set_title(f"Ablation '{sweep.name}' ({sweep.axis}); default {sweep.default.name}")
-    if others:
-        ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    root.mkdir(parents=True, exist_ok=True)
+    record = result.record(sweep, protocol)
+    result.markdown = sweep_markdown(sweep.name, record)
+    result.out_dir = str(root)
+    (root / "summary.md").write_text(result.markdown + "\n")
+    (root / "summary.json").write_text(json.dumps({"sweep": sweep.name, **record}, indent=2))
+    figure({sweep.name: record}, root / "summary.png")
 
 
-def log_sweep(sweep: Sweep, result: SweepResult, run: RunConfig, *, flow_run_id: str | None) -> None:
-    """One MLflow run per variant (once per trained model: found again by its key) + a summary run."""
+def log_sweep(sweep: Sweep, protocol: Protocol, result: SweepResult, run: RunConfig, *,
+              flow_run_id: str | None) -> None:
+    """One MLflow run per (variant, seed) (once per sweep and trained model: found again by its key)
+    and a summary run with the table and the figure."""
     import mlflow
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     from flows.tracking import ensure_experiment, flatten
+    from flows.tracking_store import use_tracking
 
     layout = run.layout()
-    uri = layout.tracking_uri
-    from flows.tracking_store import use_tracking
-    use_tracking(uri)
+    use_tracking(layout.tracking_uri)
     experiment_id = ensure_experiment(EXPERIMENT_PREFIX + sweep.name, layout.artifact_root)
     client = MlflowClient()
-    base_tags = {"ablation.sweep": sweep.name, "ablation.axis": sweep.axis}
+    base_tags = {"ablation.sweep": sweep.name, "ablation.axis": sweep.axis,
+                 "ablation.protocol": f"sft-constant-{protocol.samples}x{protocol.batch_size}"}
     if flow_run_id:
         base_tags["prefect.flow_run_id"] = flow_run_id
-    run_ids = []
-    for v in result.variants:
-        found = client.search_runs([experiment_id], filter_string=f"tags.`ablation.key` = '{v.key}'", max_results=1)
+    order = [v.name for v in sweep.variants]
+    for r in result.runs:
+        found = client.search_runs([experiment_id], max_results=1, filter_string=f"tags.`ablation.key` = '{r.key}' "
+                                   f"and tags.`ablation.variant` = '{r.variant}'")
         if found:
-            v.mlflow_run_id = found[0].info.run_id
-            run_ids.append(v.mlflow_run_id)
+            r.mlflow_run_id = found[0].info.run_id
             continue
-        cfg = VLJepaConfig.from_json((Path(v.checkpoint_dir) / "config.json").read_text())
-        tags = {**base_tags, "ablation.variant": v.variant, "ablation.key": v.key,
-                "ablation.default": str(v.variant == sweep.default.name).lower(), "preset": cfg.preset}
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{sweep.name}={v.variant}", tags=tags) as active:
+        cfg = VLJepaConfig.from_json((Path(r.checkpoint_dir) / "config.json").read_text())
+        tags = {**base_tags, "ablation.variant": r.variant, "ablation.seed": str(r.seed), "ablation.key": r.key,
+                "ablation.order": str(order.index(r.variant)), "ablation.reused": str(r.reused).lower(),
+                "ablation.default": str(r.variant == sweep.default.name).lower(), "ablation.note": sweep.note,
+                "ablation.samples": str(protocol.samples), "ablation.batch_size": str(protocol.batch_size),
+                "preset": cfg.preset}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{sweep.name}={r.variant} seed {r.seed}",
+                              tags=tags) as active:
             mlflow.log_params(flatten("", cfg.to_dict(), {}))
-            mlflow.log_metrics({k: float(x) for k, x in v.metrics.items()})
-            mlflow.log_metrics({"train/final_loss": float(v.train.get("final_loss") or 0.0),
-                                "train/seconds": float(v.train.get("seconds") or 0.0)})
-            history = v.train.get("history", [])
+            mlflow.log_metrics({k: float(x) for k, x in r.metrics.items()})
+            mlflow.log_metrics({"train/final_loss": float(r.train.get("final_loss") or 0.0),
+                                "train/seconds": float(r.train.get("seconds") or 0.0),
+                                "eval/seconds": r.eval_seconds})
             now = int(time.time() * 1000)
-            batch = [Metric(key="train/loss", value=float(h["loss"]), timestamp=now, step=i) for i, h in enumerate(history)]
+            batch = [Metric(key="train/loss", value=float(h["loss"]), timestamp=now, step=i)
+                     for i, h in enumerate(r.train.get("history", []))]
             for start in range(0, len(batch), 900):
                 client.log_batch(active.info.run_id, metrics=batch[start:start + 900])
-            v.mlflow_run_id = active.info.run_id
-        run_ids.append(v.mlflow_run_id)
+            r.mlflow_run_id = active.info.run_id
     out = Path(result.out_dir)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{sweep.name}: summary",
                           tags={**base_tags, "ablation.summary": "true"}) as active:
         for name in ("summary.md", "summary.json", "summary.png"):
             mlflow.log_artifact(str(out / name))
-        for v in result.variants:
-            for key, value in v.metrics.items():
-                mlflow.log_metric(f"{v.variant}/{key}", float(value))
         result.summary_run_id = active.info.run_id
+    uri = layout.tracking_uri
     if uri.startswith("http"):
-        ids = json.dumps(run_ids).replace(" ", "")
+        ids = json.dumps([r.mlflow_run_id for r in result.runs]).replace(" ", "")
         result.compare_url = f"{uri.rstrip('/')}/#/compare-runs?runs={ids}&experiments=[\"{experiment_id}\"]"
 
 
-def overview(layout: StateLayout, path: Path, preset: str = "small") -> tuple[Path, str]:
-    """Every finished sweep's Δ against the paper's Δ for the matching row, one point per (variant,
-    metric): points in the upper-right and lower-left quadrants agree in direction. Also returns
-    the sweeps' tables as one markdown document."""
-    import matplotlib
+if __name__ == "__main__":  # python -m flows.ablate overview [...]: the tables and figure from MLflow
+    from flows.ablate_report import main
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    defined = sweeps(RunConfig(preset=preset).model_config())
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
-    tables = []
-    markers = dict(zip(METRICS, ("o", "s", "^")))
-    for i, name in enumerate(SWEEP_NAMES):
-        summary_file = layout.ablations / name / "summary.json"
-        if name not in defined or not summary_file.is_file():
-            continue
-        summary = json.loads(summary_file.read_text())
-        sweep = defined[name]
-        tables.append(summary_markdown(sweep, summary["metrics"]))
-        colour, plotted = f"C{i}", False
-        for v in sweep.variants:
-            paper = paper_delta(sweep, v)
-            if v.default or paper is None or v.name not in summary["delta_points"]:
-                continue
-            for (key, col), theirs in zip(METRICS, paper[1]):
-                ours = summary["delta_points"][v.name][key]
-                ax.scatter(theirs, ours, color=colour, marker=markers[(key, col)], s=36)
-                plotted = True
-                ax.annotate(f"{name}:{v.name}", (theirs, ours), fontsize=6, alpha=0.7, xytext=(3, 2),
-                            textcoords="offset points")
-        if plotted:
-            ax.scatter([], [], color=colour, marker="o", label=name)
-    for (key, col), marker in markers.items():
-        ax.scatter([], [], color="grey", marker=marker, label=col)
-    ax.axhline(0, color="black", linewidth=0.7)
-    ax.axvline(0, color="black", linewidth=0.7)
-    ax.set_xlabel("paper: Δ points vs its default (Table 4)")
-    ax.set_ylabel("ours: Δ points vs the default (small preset)")
-    ax.set_title("Ablations: same direction = upper-right / lower-left")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path, "\n\n".join(tables)
+    if sys.argv[1:2] != ["overview"]:
+        sys.exit("python -m flows.ablate overview [--state-dir DIR] [--tracking-uri URI] [--out DIR]; "
+                 "to run a sweep: vljepa ablate SWEEP (or prefect deployment run ablate/SWEEP)")
+    sys.exit(main(sys.argv[2:]))

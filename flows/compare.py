@@ -1,10 +1,13 @@
 """VL-JEPA vs a token-generating VLM, trained alike (paper §4.2, Fig. 3): ``run_compare(...)``.
 
 Both models read the same cached x-encoder tokens of the same clips, in the same batch order,
-with the same batch size, schedule and number of samples; they share the LM layers (the
-predictor's) and differ only in the objective: embedding prediction (InfoNCE) vs next-token
-cross-entropy. Both are snapshotted at a log-spaced set of samples seen and evaluated on the
-held-out test split:
+with the same batch size, schedule and number of samples, and differ in the objective: embedding
+prediction (InfoNCE) vs next-token cross-entropy. With the paper's parameter ratio: its VLM trains
+the whole 16-layer Llama-3.2-1B while VL-JEPA's predictor is its upper 8 layers, so the VLM here
+takes twice the predictor's LM layers (the top ``2n``, the predictor's ``n`` among them; the
+ablations' stand-in for the paper's LM, ``vljepa.ablations``). Each seed (data order, head init)
+trains both; both are snapshotted at log-spaced samples seen (over more than a decade) and
+evaluated on the held-out test split:
 
 - captioning CIDEr: VL-JEPA decodes its predicted embedding with the y-decoder (trained once, on
   the final model's y-encoder, and used for every snapshot); the VLM generates greedily. Both
@@ -39,12 +42,19 @@ EXPERIMENT = "vljepa-compare"
 @dataclass
 class CompareResult:
     points: list[int]  # optimiser steps of the snapshots
-    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # model -> rows per snapshot
-    cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    layers: dict[str, int] = field(default_factory=dict)  # model -> LM layers it trains
+    curves: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)  # model -> seed -> rows
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)  # measured on the first seed's models
     params: dict[str, dict[str, int]] = field(default_factory=dict)
     out_dir: str = ""
     markdown: str = ""
-    mlflow_run_ids: dict[str, str] = field(default_factory=dict)
+    mlflow_run_ids: dict[str, str] = field(default_factory=dict)  # "<model>/<seed>" -> run id
+
+    def record(self) -> dict:
+        """The shape ``flows.compare_report`` reads (and exports from MLflow)."""
+        return {"points": self.points, "seeds": self.seeds, "layers": self.layers, "curves": self.curves,
+                "cost": self.cost, "params": self.params}
 
 
 def snapshot_steps(total: int, points: int) -> list[int]:
@@ -161,57 +171,10 @@ def inference_cost(vljepa_dir: Path, vlm_dir: Path, data: PreparedData, *, n_cli
     }
 
 
-def plot(curves: dict[str, list[dict[str, float]]], cost: dict, path: Path, title: str) -> Path:
-    """The paper's Fig. 3 layout: CIDEr and top-5 vs samples seen for both models, cost on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=110, gridspec_kw={"width_ratios": [1, 1, 0.8]})
-    style = {"vl-jepa": ("tab:blue", "o", "VL-JEPA (embedding prediction)"),
-             "token-vlm": ("tab:red", "s", "VLM (token prediction)")}
-    for ax, (key, label) in zip(axes[:2], (("captioning/cider", "captioning CIDEr"),
-                                           ("classification/top5", "classification top-5 accuracy"))):
-        for name, rows in curves.items():
-            colour, marker, legend = style[name]
-            ax.plot([r["samples_seen"] for r in rows], [r[key] for r in rows], marker=marker, color=colour, label=legend)
-        ax.set_xscale("log")
-        seen = [int(r["samples_seen"]) for r in next(iter(curves.values()))]
-        ax.set_xticks(seen, [str(n) for n in seen])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("samples seen")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    names = ["vl-jepa", "token-vlm"]
-    ms = [1000 * cost[n]["seconds_per_caption"] for n in names]
-    passes = [cost["vl-jepa"]["predictor_passes_per_caption"] + cost["vl-jepa"]["decoder_passes_per_caption"],
-              cost["token-vlm"]["decoder_passes_per_caption"]]
-    bars = axes[2].bar(["VL-JEPA\n(predictor + y-decoder)", "VLM"], ms, color=[style[n][0] for n in names])
-    axes[2].bar_label(bars, labels=[f"{m:.0f} ms, {p:.1f} passes" for m, p in zip(ms, passes)], fontsize=8)
-    axes[2].set_title("inference per caption (CPU)")
-    axes[2].set_ylabel("ms")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def markdown(result: CompareResult) -> str:
-    lines = ["| samples seen | VL-JEPA CIDEr | VLM CIDEr | VL-JEPA top-5 | VLM top-5 |", "|---|---|---|---|---|"]
-    for a, b in zip(result.curves["vl-jepa"], result.curves["token-vlm"]):
-        lines.append(f"| {int(a['samples_seen'])} | {a['captioning/cider']:.3f} | {b['captioning/cider']:.3f} | "
-                     f"{a['classification/top5']:.3f} | {b['classification/top5']:.3f} |")
-    c, p = result.cost, result.params
-    lines += ["", "| per caption (CPU, one at a time) | VL-JEPA | VLM |", "|---|---|---|",
-              f"| LM forward passes | {c['vl-jepa']['predictor_passes_per_caption']:.1f} predictor + "
-              f"{c['vl-jepa']['decoder_passes_per_caption']:.1f} y-decoder | {c['token-vlm']['decoder_passes_per_caption']:.1f} |",
-              f"| wall time | {1000 * c['vl-jepa']['seconds_per_caption']:.1f} ms | {1000 * c['token-vlm']['seconds_per_caption']:.1f} ms |",
-              f"| trainable parameters | {p['vl-jepa']['trainable'] / 1e6:.1f}M | {p['token-vlm']['trainable'] / 1e6:.1f}M |"]
-    return "\n".join(lines)
+    from flows.compare_report import markdown as table
+
+    return table(result.record())
 
 
 def model_params(vljepa_dir: Path, vlm_dir: Path) -> dict[str, dict[str, int]]:
@@ -226,43 +189,52 @@ def model_params(vljepa_dir: Path, vlm_dir: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def log_compare(result: CompareResult, run: RunConfig, cfg, flow_run_id: str | None) -> dict[str, str]:
-    """One MLflow run per model (curves logged with step = samples seen, so MLflow plots them
-    against samples) and the figure + table in both; tagged for the compare view."""
+def log_compare(result: CompareResult, run: RunConfig, cfgs: dict[str, object], key: str,
+                flow_run_id: str | None) -> dict[str, str]:
+    """One MLflow run per (model, seed): curves logged with step = samples seen (MLflow plots them
+    against samples), tags ``compare.model`` / ``compare.seed`` / ``compare.key`` for the compare view
+    and for ``flows.compare_report.collect``; the figure and table in each."""
     import mlflow
 
     from flows.tracking import ensure_experiment, flatten
+    from flows.tracking_store import use_tracking
 
     layout = run.layout()
-    from flows.tracking_store import use_tracking
     use_tracking(layout.tracking_uri)
     experiment_id = ensure_experiment(EXPERIMENT, layout.artifact_root)
     out = Path(result.out_dir)
     ids = {}
-    for name, rows in result.curves.items():
-        tags = {"compare.model": name, "preset": cfg.preset}
-        if flow_run_id:
-            tags["prefect.flow_run_id"] = flow_run_id
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"compare: {name}", tags=tags) as active:
-            mlflow.log_params({**flatten("", cfg.to_dict(), {}), "model": name,
-                               "params.trainable": result.params[name]["trainable"]})
-            for row in rows:
-                mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("step", "samples_seen")},
-                                   step=int(row["samples_seen"]))
-            mlflow.log_metrics({f"final/{k}": float(v) for k, v in rows[-1].items() if k not in ("step",)})
-            mlflow.log_metrics({f"cost/{k}": float(v) for k, v in result.cost[name].items()})
-            for artifact in ("compare.png", "compare.md", "compare.json"):
-                mlflow.log_artifact(str(out / artifact))
-            ids[name] = active.info.run_id
+    for name, by_seed in result.curves.items():
+        for seed, rows in by_seed.items():
+            cfg = cfgs[seed]
+            tags = {"compare.model": name, "compare.seed": seed, "compare.key": key, "preset": cfg.preset}  # type: ignore[attr-defined]
+            if flow_run_id:
+                tags["prefect.flow_run_id"] = flow_run_id
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"compare: {name} seed {seed}",
+                                  tags=tags) as active:
+                mlflow.log_params({**flatten("", cfg.to_dict(), {}), "model": name,  # type: ignore[attr-defined]
+                                   "lm_layers": result.layers[name], "params.trainable": result.params[name]["trainable"]})
+                for row in rows:
+                    mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("step", "samples_seen")},
+                                       step=int(row["samples_seen"]))
+                mlflow.log_metrics({f"final/{k}": float(v) for k, v in rows[-1].items() if k != "step"})
+                if seed == str(result.seeds[0]):
+                    mlflow.log_metrics({f"cost/{k}": float(v) for k, v in result.cost[name].items()})
+                for artifact in ("compare.png", "compare.md", "compare.json"):
+                    mlflow.log_artifact(str(out / artifact))
+                ids[f"{name}/{seed}"] = active.info.run_id
     return ids
 
 
-def run_compare(run: RunConfig, *, points: int = 5, vlm_vocab: str = "cut", eval_batch_size: int = 64,
-                cost_clips: int = 16, flow_run_id: str | None = None, log_to_mlflow: bool = True,
-                stage: StageWrapper = direct) -> CompareResult:
-    """Train VL-JEPA and the token VLM alike, evaluate both at log-spaced samples seen, plot, log."""
+def run_compare(run: RunConfig, *, points: int = 5, seeds: tuple[int, ...] = (0, 1, 2), vlm_layers: int | None = None,
+                vlm_vocab: str = "cut", eval_batch_size: int = 64, cost_clips: int = 16, flow_run_id: str | None = None,
+                log_to_mlflow: bool = True, stage: StageWrapper = direct) -> CompareResult:
+    """Train VL-JEPA and the token VLM alike with each seed, evaluate both at log-spaced samples
+    seen, plot (mean ± sd bands), log. ``vlm_layers``: LM layers of the VLM, default twice the
+    predictor's (the paper's ratio)."""
     import dataclasses
 
+    from flows.compare_report import plot
     from vljepa.baselines import TokenVLMConfig
     from vljepa.config import replace
     from vljepa.schedule import total_steps
@@ -271,23 +243,32 @@ def run_compare(run: RunConfig, *, points: int = 5, vlm_vocab: str = "cut", eval
     layout = run.layout()
     data = stage("prepare-data", prepare_data, True)(base, layout, progress=run.progress, engine=run.engine)
     steps = snapshot_steps(total_steps(base, data.caches["train"].n_samples), points)
-    cfg = replace(base, **{"train.snapshot_steps": tuple(steps)})
-    vlm_cfg = TokenVLMConfig(vocab=vlm_vocab)  # type: ignore[arg-type]
-    key = content_key(cfg.to_json(), vlm_cfg.to_json(), data.caches["train"].cache_key)
+    n_layers = base.predictor.num_layers
+    vlm_cfg = TokenVLMConfig(vocab=vlm_vocab, num_layers=vlm_layers or min(2 * n_layers, base.predictor.lm.num_hidden_layers))  # type: ignore[arg-type]
+    cfgs = {str(s): replace(base, **{"train.snapshot_steps": tuple(steps), "train.seed": s}) for s in seeds}
+    key = content_key(*[c.to_json() for c in cfgs.values()], vlm_cfg.to_json(), data.caches["train"].cache_key)
     root = layout.compare / key
     root.mkdir(parents=True, exist_ok=True)
-    vljepa_dir, vlm_dir = root / "vl-jepa", root / "token-vlm"
-    stage("train-vl-jepa", train_vljepa, False)(cfg, run, data, vljepa_dir)
-    stage("train-token-vlm", train_baseline, False)(cfg, vlm_cfg, data, vlm_dir, steps, run.progress)
-    result = CompareResult(points=steps, out_dir=str(root))
-    result.curves = stage("evaluate-snapshots", evaluate_snapshots, False)(vljepa_dir, vlm_dir, data, steps, eval_batch_size)
-    result.cost = stage("inference-cost", inference_cost, False)(vljepa_dir, vlm_dir, data, n_clips=cost_clips)
-    result.params = model_params(vljepa_dir, vlm_dir)
+    result = CompareResult(points=steps, seeds=list(seeds), out_dir=str(root),
+                           layers={"vl-jepa": n_layers, "token-vlm": int(vlm_cfg.num_layers or n_layers)},
+                           curves={"vl-jepa": {}, "token-vlm": {}})
+    for seed, cfg in cfgs.items():
+        seed_root = root / f"seed-{seed}"
+        vljepa_dir, vlm_dir = seed_root / "vl-jepa", seed_root / "token-vlm"
+        stage(f"train-vl-jepa-{seed}", train_vljepa, False)(cfg, run, data, vljepa_dir)
+        stage(f"train-token-vlm-{seed}", train_baseline, False)(cfg, vlm_cfg, data, vlm_dir, steps, run.progress)
+        curves = stage(f"evaluate-snapshots-{seed}", evaluate_snapshots, False)(vljepa_dir, vlm_dir, data, steps,
+                                                                                eval_batch_size)
+        for model in curves:
+            result.curves[model][seed] = curves[model]
+        if not result.cost:  # the cost per caption does not depend on the seed: measured once
+            result.cost = stage("inference-cost", inference_cost, False)(vljepa_dir, vlm_dir, data, n_clips=cost_clips)
+            result.params = model_params(vljepa_dir, vlm_dir)
     result.markdown = markdown(result)
-    plot(result.curves, result.cost, root / "compare.png",
-         f"{cfg.preset} preset: same x-encoder tokens, LM layers, data, batch {cfg.train.batch_size} and schedule")
+    plot(result.record(), root / "compare.png",
+         f"{base.preset} preset: same x-encoder tokens, data, batch {base.train.batch_size} and schedule")
     (root / "compare.md").write_text(result.markdown + "\n")
     (root / "compare.json").write_text(json.dumps({k: v for k, v in dataclasses.asdict(result).items()}, indent=2))
     if log_to_mlflow:
-        result.mlflow_run_ids = stage("log-to-mlflow", log_compare, True)(result, run, cfg, flow_run_id)
+        result.mlflow_run_ids = stage("log-to-mlflow", log_compare, True)(result, run, cfgs, key, flow_run_id)
     return result

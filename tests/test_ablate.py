@@ -1,17 +1,20 @@
-"""The ablation sweeps: their definitions, the Δ / agreement arithmetic, and a tiny sweep end to end."""
+"""The ablations on the paper's protocol: the rows, the protocol config, the seed statistics and
+verdicts (by hand), the tables, and a tiny sweep end to end through MLflow."""
 
 import json
 
 import pytest
 
-from vljepa.ablations import Sweep, Variant, agreement, deltas, paper_delta, summary_markdown, sweeps, variant_config
+from vljepa.ablation_stats import Delta, paired_delta, spread, t975, verdict
+from vljepa.ablations import PROTOCOLS, Protocol, Sweep, Variant, protocol_config, sweeps, variant_config
 from vljepa.config import get_preset
 from vljepa.predictor import selected_layers
+from vljepa.recipes import stage_config
 
 
 @pytest.mark.parametrize("preset", ["small", "paper", "tiny"])
 def test_every_variant_is_a_valid_config_with_one_default(preset):
-    base = get_preset(preset)
+    base = stage_config(get_preset(preset), "sft")
     for sweep in sweeps(base).values():
         assert sum(v.default for v in sweep.variants) == 1
         setting = variant_config(base, sweep.default, sweep)
@@ -19,29 +22,47 @@ def test_every_variant_is_a_valid_config_with_one_default(preset):
         for v in sweep.variants:
             cfg = variant_config(base, v, sweep)
             selected_layers(cfg.predictor)  # raises if the layers do not exist
-            assert (cfg == setting) == v.default, v.name
+            same = (cfg, v.from_base) == (setting, sweep.default.from_base)
+            assert same == v.default or preset == "tiny", v.name  # tiny's 4 layers merge two rows
 
 
-def test_sweeps_cover_the_papers_axes_on_the_embedded_default():
-    s = sweeps(get_preset("small"))
-    assert set(s) == {"loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder"}
-    # Paper Table 4(c): losses compared on a frozen text encoder without a projection head.
-    frozen = variant_config(get_preset("small"), s["loss"].variants[3], s["loss"])
-    assert frozen.train.loss == "l2" and frozen.y_encoder.lr_multiplier == 0.0 and not frozen.y_encoder.projection
-    assert [v.name for v in s["loss"].variants] == ["infonce", "cosine", "l1", "l2"]
-    assert {v.name for v in s["y-lr"].variants} == {"0.0", "0.01", "0.05", "0.1", "1.0"}
-    assert s["y-lr"].default.name == "0.05"
-    depth = {v.name: variant_config(get_preset("small"), v, s["depth"]).predictor for v in s["depth"].variants}
-    assert selected_layers(depth["last-4"]) == [26, 27, 28, 29]
-    assert selected_layers(depth["last-8"]) == list(range(22, 30))
-    assert selected_layers(depth["first-4"]) == [0, 1, 2, 3]
-    assert selected_layers(depth["middle-4"]) == [13, 14, 15, 16]
-    # The paper preset (16-layer Llama-3.2-1B, last 8 by default): "all 16" is the paper's 0-16 row.
-    paper_depth = sweeps(get_preset("paper"))["depth"]
-    assert paper_delta(paper_depth, next(v for v in paper_depth.variants if v.name == "last-16")) == ("all", (0.1, 0.8, 3.0))
-    # Extra y-encoders are variants of the y-encoder sweep.
-    extra = sweeps(get_preset("small"), y_encoder_paths={"gemma": "/models/embeddinggemma"})["y-encoder"]
-    assert variant_config(get_preset("small"), extra.variants[1], extra).y_encoder.path == "/models/embeddinggemma"
+def test_rows_are_the_papers_table_5():
+    base = stage_config(get_preset("small"), "sft")
+    s = sweeps(base)
+    assert list(s) == ["pretraining", "y-lr", "loss", "predictor", "y-encoder"]
+    # (a): only the default starts from BASE.
+    assert [(v.name, v.from_base, v.default) for v in s["pretraining"].variants] == [("base", True, True),
+                                                                                    ("none", False, False)]
+    assert not any(v.from_base for name in ("y-lr", "loss", "predictor", "y-encoder") for v in s[name].variants)
+    # (b)
+    assert [v.name for v in s["y-lr"].variants] == ["0.0", "0.01", "0.05", "0.1", "1.0"] and s["y-lr"].default.name == "0.05"
+    # (c) and (e) freeze the text encoder; (c) has no projection head, (e) a trainable one.
+    l2 = variant_config(base, s["loss"].variants[3], s["loss"])
+    assert l2.train.loss == "l2" and l2.y_encoder.lr_multiplier == 0.0 and not l2.y_encoder.projection
+    for v in s["y-encoder"].variants:
+        cfg = variant_config(base, v, s["y-encoder"])
+        assert cfg.y_encoder.lr_multiplier == 0.0 and cfg.y_encoder.projection
+    # (d) from the bottom: the top 8 of SmolLM2's 30 layers stand for Llama's 16, the default is their upper half.
+    layers = {v.name: selected_layers(variant_config(base, v, s["predictor"]).predictor) for v in s["predictor"].variants}
+    assert layers == {"layers-8-16": [26, 27, 28, 29], "layers-0-2": [22], "layers-0-4": [22, 23],
+                      "layers-0-8": [22, 23, 24, 25], "layers-0-16": list(range(22, 30)),
+                      "causal": [26, 27, 28, 29], "random": [26, 27, 28, 29]}
+    # On the paper preset the mapping is the identity: Llama-3.2-1B's layers 0-2, ..., 0-16 and 8-16.
+    paper = stage_config(get_preset("paper"), "sft")
+    p = sweeps(paper)["predictor"]
+    got = {v.name: selected_layers(variant_config(paper, v, p).predictor) for v in p.variants}
+    assert got["layers-0-2"] == [0, 1] and got["layers-0-16"] == list(range(16)) and got["layers-8-16"] == list(range(8, 16))
+    extra = sweeps(base, y_encoder_paths={"gemma": "/models/embeddinggemma"})["y-encoder"]
+    assert variant_config(base, extra.variants[1], extra).y_encoder.path == "/models/embeddinggemma"
+
+
+def test_protocol_config_is_constant_lr_fixed_budget_per_seed():
+    sft = stage_config(get_preset("small"), "sft")
+    assert sft.train.schedule == "cosine"  # the recipe's SFT: the protocol replaces it
+    cfg = protocol_config(sft, Protocol(samples=100, batch_size=32, warmup_steps=2), seed=7)
+    assert (cfg.train.schedule, cfg.train.max_steps, cfg.train.batch_size, cfg.train.seed, cfg.train.warmup_steps,
+            cfg.train.init_from, cfg.train.stage) == ("constant", 3, 32, 7, 2, None, "sft")
+    assert PROTOCOLS["small"].seeds == (0, 1, 2) and PROTOCOLS["paper"].samples == 10_000 * 512
 
 
 def test_select_keeps_the_default_and_rejects_unknown_names():
@@ -53,65 +74,102 @@ def test_select_keeps_the_default_and_rejects_unknown_names():
         Sweep(name="x", axis="y", variants=(Variant(name="a"), Variant(name="b")))
 
 
-def test_deltas_agreement_and_table():
-    sweep = sweeps(get_preset("small"))["loss"]
-    results = {"infonce": {"classification/top1": 0.40, "retrieval/t2v_r1": 0.60, "vqa/accuracy": 0.50},
-               "l2": {"classification/top1": 0.30, "retrieval/t2v_r1": 0.605, "vqa/accuracy": 0.52}}
-    d = deltas(results, "infonce")
-    assert d["l2"]["classification/top1"] == pytest.approx(-10.0)
-    assert d["l2"]["retrieval/t2v_r1"] == pytest.approx(0.5)
-    # Paper, L2 vs InfoNCE: -9.8 cls (agrees), -18.6 retrieval (ours flat: disagrees), -0.6 VQA
-    # (flat) vs our +2.0 (disagrees).
-    assert agreement(sweep, results) == {"l2": {"classification": "agrees", "retrieval": "disagrees", "vqa": "disagrees"}}
-    table = summary_markdown(sweep, results)
-    assert "| l2 | 30.0 (-10.0) | 60.5 (+0.5) | 52.0 (+2.0) | l2: -9.8, -18.6, -0.6 |" in table
-    assert "cosine" not in table  # variants without results are left out
+def test_paired_delta_and_interval_by_hand():
+    # d = (+10, +20, +30) points: mean 20, sd 10, half width 4.303 * 10 / sqrt(3) = 24.844.
+    d = paired_delta({0: 0.6, 1: 0.7, 2: 0.8, 9: 0.1}, {0: 0.5, 1: 0.5, 2: 0.5})
+    assert d.n == 3 and d.mean == pytest.approx(20.0)
+    assert (d.low, d.high) == (pytest.approx(20 - 24.8434, abs=1e-3), pytest.approx(20 + 24.8434, abs=1e-3))
+    assert not d.excludes_zero
+    assert spread([1.0, 2.0, 3.0]).sd == pytest.approx(1.0) and t975(2) == 4.303 and t975(12) == 2.228
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_delta({0: 0.1}, {1: 0.2})
 
 
-def test_tiny_sweep_end_to_end_logs_runs_and_reuses_models(tmp_path):
-    import mlflow
+@pytest.mark.parametrize("paper,low,high,expected", [
+    (-3.0, -5.0, -1.0, "reproduced"), (-3.0, 1.0, 5.0, "not reproduced"), (-3.0, -5.0, 1.0, "inside the noise"),
+    (+0.4, -2.0, 2.0, "reproduced (both flat)"), (+0.4, 1.0, 3.0, "not reproduced (paper flat)"),
+    (+1.0, 0.5, 2.0, "reproduced")])
+def test_verdicts(paper, low, high, expected):
+    assert verdict(paper, Delta(mean=(low + high) / 2, low=low, high=high, n=3)) == expected
+    assert verdict(paper, Delta(mean=1.0, low=None, high=None, n=1)) == "one seed"
+
+
+def _record():
+    """A y-lr sweep of two variants × 3 seeds with values chosen so the table is checkable by hand."""
+    runs = []
+    for seed, (base_cls, other_cls) in enumerate(((0.40, 0.30), (0.50, 0.42), (0.45, 0.34))):
+        runs.append({"variant": "0.05", "seed": seed, "key": f"k{seed}", "seconds": 10.0, "eval_seconds": 5.0,
+                     "metrics": {"classification/top1": base_cls, "retrieval/t2v_r1": 0.5, "vqa/accuracy": 0.6}})
+        runs.append({"variant": "1.0", "seed": seed, "key": f"m{seed}", "seconds": 20.0, "eval_seconds": 5.0,
+                     "metrics": {"classification/top1": other_cls, "retrieval/t2v_r1": 0.5, "vqa/accuracy": 0.6}})
+    return {"axis": "y_encoder.lr_multiplier", "default": "0.05", "order": ["0.0", "0.05", "1.0"], "note": "",
+            "protocol": {"samples": 96, "batch_size": 32, "seeds": [0, 1, 2], "schedule": "constant", "data": "sft"},
+            "runs": runs}
+
+
+def test_table_cells_by_hand():
+    from flows.ablate_report import cpu_time, markdown, paragraphs, sweep_markdown
+
+    table = sweep_markdown("y-lr", _record())
+    # default cls: 40, 50, 45 -> 45.0 ± 5.0; variant 30, 42, 34 -> 35.3 ± 6.1; paired d = -10, -8, -11 ->
+    # mean -9.67, sd 1.528, half 4.303 * 1.528 / sqrt(3) = 3.795 -> [-13.5, -5.9]; the paper: -3.6 -> reproduced.
+    assert "| 0.05 (default) | 45.0 ± 5.0 | 50.0 ± 0.0 | 60.0 ± 0.0 | default | – |" in table
+    assert ("| 1.0 | 35.3 ± 6.1 (-9.7 [-13.5, -5.9]) | 50.0 ± 0.0 (+0.0 [+0.0, +0.0]) | 60.0 ± 0.0 (+0.0 [+0.0, +0.0]) "
+            "| -3.6, -1.4, -1.8 | **yes** / noise / noise |") in table
+    assert table.count("| 0.0 |") == 0  # a variant without runs is left out
+    lines = paragraphs("y-lr", _record())
+    assert lines == ["- `y-lr` **1.0**: classification paper -3.6, ours -9.7 [-13.5, -5.9]: reproduced; retrieval "
+                     "paper -1.4, ours +0.0 [+0.0, +0.0]: inside the noise; vqa paper -1.8, ours +0.0 [+0.0, +0.0]: "
+                     "inside the noise."]
+    export = {"sweeps": {"y-lr": _record()}}
+    assert cpu_time(export) == (6 * 15.0 + 3 * 10.0, 6, 6)
+    assert "6 distinct trained models behind 6 logged runs" in markdown(export)
+
+
+def test_tiny_sweep_end_to_end_through_mlflow(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from flows.ablate import EXPERIMENT_PREFIX, run_sweep
+    from flows.ablate import run_sweep
+    from flows.ablate_report import EXPERIMENT_PREFIX, collect, overview, sweep_markdown
     from flows.resolve import RunConfig
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = RunConfig(preset="tiny", launcher="inline", state_dir=str(tmp_path / "state"), tracking_uri=uri, progress=False)
-    first = run_sweep("attention", run)
-    assert [v.variant for v in first.variants] == ["bidirectional", "causal"]
-    assert not any(v.reused for v in first.variants)
-    summary = json.loads((tmp_path / "state" / "ablations" / "attention" / "summary.json").read_text())
-    assert set(summary["metrics"]) == {"bidirectional", "causal"}
-    assert (tmp_path / "state" / "ablations" / "attention" / "summary.png").stat().st_size > 1000
-    # The two models differ (attention changed), so their checkpoints are two different files.
-    assert first.variants[0].key != first.variants[1].key
+    protocol = Protocol(samples=16, batch_size=8, seeds=(0, 1))
+    first = run_sweep("pretraining", run, protocol=protocol)
+    assert [(r.variant, r.seed) for r in first.runs] == [("base", 0), ("base", 1), ("none", 0), ("none", 1)]
+    assert not any(r.reused for r in first.runs) and len({r.key for r in first.runs}) == 4
+    configs = {(r.variant, r.seed): json.loads((tmp_path / "state" / "ablations" / "models" / r.key / "config.json")
+                                               .read_text())["train"] for r in first.runs}
+    base_dir = configs[("base", 0)]["init_from"]
+    assert "pretrain-video-tiny-" in base_dir and configs[("none", 1)]["init_from"] is None  # row (a)
+    assert {c["seed"] for c in configs.values()} == {0, 1} and {c["schedule"] for c in configs.values()} == {"constant"}
+    assert {c["max_steps"] for c in configs.values()} == {2} and {c["stage"] for c in configs.values()} == {"sft"}
 
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "attention")
-    runs = client.search_runs([experiment.experiment_id])
-    variant_runs = {r.data.tags["ablation.variant"]: r for r in runs if "ablation.variant" in r.data.tags}
-    assert set(variant_runs) == {"bidirectional", "causal"}
-    assert variant_runs["causal"].data.params["predictor.attention"] == "causal"
-    assert variant_runs["causal"].data.tags["ablation.axis"] == "predictor.attention"
-    assert "vqa/accuracy" in variant_runs["causal"].data.metrics
-    assert any(r.data.tags.get("ablation.summary") == "true" for r in runs)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + "pretraining")
+    logged = [r for r in client.search_runs([experiment.experiment_id]) if "ablation.seed" in r.data.tags]
+    assert sorted((r.data.tags["ablation.variant"], r.data.tags["ablation.seed"]) for r in logged) == [
+        ("base", "0"), ("base", "1"), ("none", "0"), ("none", "1")]
+    assert all(r.data.tags["ablation.axis"] == "train.init_from" and "vqa/accuracy" in r.data.metrics for r in logged)
 
-    from flows.ablate import overview
+    # The overview from MLflow prints exactly the sweep's own summary table.
+    exported = collect(uri)["sweeps"]["pretraining"]
+    assert sweep_markdown("pretraining", exported) == first.markdown
+    export, text = overview(uri, tmp_path / "overview")
+    assert first.markdown in text and (tmp_path / "overview" / "overview.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "overview" / "overview.json").read_text())["sweeps"]["pretraining"] == exported
 
-    figure, tables = overview(run.layout(), tmp_path / "overview.png", preset="tiny")
-    assert figure.stat().st_size > 5000 and "### Ablation `attention`" in tables and "`loss`" not in tables
-
-    second = run_sweep("attention", run)
-    assert all(v.reused for v in second.variants)
-    assert [v.mlflow_run_id for v in second.variants] == [v.mlflow_run_id for v in first.variants]
-    runs_after = client.search_runs([experiment.experiment_id])
-    assert sum("ablation.variant" in r.data.tags for r in runs_after) == 2  # not logged twice
+    second = run_sweep("pretraining", run, protocol=protocol)
+    assert all(r.reused for r in second.runs)
+    assert [r.mlflow_run_id for r in second.runs] == [r.mlflow_run_id for r in first.runs]
+    again = [r for r in client.search_runs([experiment.experiment_id]) if "ablation.seed" in r.data.tags]
+    assert len(again) == 4  # not logged twice
 
 
 def test_slurm_array_path_submits_one_batch(tmp_path, monkeypatch):
-    """launch_array submits every variant in one executor.batch(); here through submitit's local
-    executor standing in for Slurm (same submission code path, no cluster)."""
+    """launch_array submits every (variant, seed) in one executor.batch(); here through submitit's
+    local executor standing in for Slurm (same submission code path, no cluster)."""
     import submitit
 
     from flows import launch as launch_mod
@@ -137,11 +195,13 @@ def test_slurm_array_path_submits_one_batch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launch_mod, "make_executor", local_executor)
     base = get_preset("tiny")
-    jobs = [(variant_config(base, v), data.spec(), tmp_path / v.name) for v in sweeps(base)["attention"].variants]
+    predictor = sweeps(base)["predictor"]
+    jobs = [(variant_config(base, v, predictor), data.spec(), tmp_path / v.name) for v in predictor.variants
+            if v.name in ("layers-8-16", "causal")]
     launched = launch_mod.launch_array(jobs, folder=tmp_path / "jobs")
     summaries = [job.result() for job in launched]
     assert batches == [1] and len(launched) == 2
-    assert all((tmp_path / v).joinpath("model.safetensors").is_file() for v in ("bidirectional", "causal"))
+    assert all((tmp_path / v).joinpath("model.safetensors").is_file() for v in ("layers-8-16", "causal"))
     assert all(s.steps > 0 for s in summaries)
 
 

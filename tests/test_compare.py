@@ -26,22 +26,36 @@ def tiny_compare(tmp_path_factory):
     state = tmp_path_factory.mktemp("compare")
     run = RunConfig(preset="tiny", launcher="inline", state_dir=str(state), tracking_uri=f"sqlite:///{state}/mlflow.db",
                     progress=False)
-    return run, run_compare(run, points=3, cost_clips=2)
+    return run, run_compare(run, points=3, cost_clips=2, seeds=(0, 1))
 
 
-def test_both_models_are_evaluated_at_the_same_samples_seen(tiny_compare):
+def test_both_models_are_evaluated_at_the_same_samples_seen_per_seed(tiny_compare):
     run, result = tiny_compare
-    jepa, vlm = result.curves["vl-jepa"], result.curves["token-vlm"]
-    assert len(jepa) == len(vlm) == len(result.points) >= 2
-    assert [r["samples_seen"] for r in jepa] == [r["samples_seen"] for r in vlm]
-    assert [r["samples_seen"] for r in jepa] == sorted(r["samples_seen"] for r in jepa)
-    for row in jepa + vlm:
-        assert 0.0 <= row["classification/top5"] <= 1.0 and row["captioning/cider"] >= 0.0
-    # Same optimiser steps and batch size: the logged training histories line up step by step.
-    root = Path(result.out_dir)
-    jepa_summary = json.loads((root / "vl-jepa" / "train_summary.json").read_text())
-    vlm_summary = json.loads((root / "token-vlm" / "train_summary.json").read_text())
-    assert jepa_summary["steps"] == vlm_summary["steps"] and jepa_summary["samples_seen"] == vlm_summary["samples_seen"]
+    assert result.seeds == [0, 1] and set(result.curves["vl-jepa"]) == set(result.curves["token-vlm"]) == {"0", "1"}
+    for seed in ("0", "1"):
+        jepa, vlm = result.curves["vl-jepa"][seed], result.curves["token-vlm"][seed]
+        assert len(jepa) == len(vlm) == len(result.points) >= 2
+        assert [r["samples_seen"] for r in jepa] == [r["samples_seen"] for r in vlm]
+        assert [r["samples_seen"] for r in jepa] == sorted(r["samples_seen"] for r in jepa)
+        for row in jepa + vlm:
+            assert 0.0 <= row["classification/top5"] <= 1.0 and row["captioning/cider"] >= 0.0
+        # Same optimiser steps and batch size: the logged training histories line up step by step.
+        root = Path(result.out_dir) / f"seed-{seed}"
+        jepa_summary = json.loads((root / "vl-jepa" / "train_summary.json").read_text())
+        vlm_summary = json.loads((root / "token-vlm" / "train_summary.json").read_text())
+        assert jepa_summary["steps"] == vlm_summary["steps"] and jepa_summary["samples_seen"] == vlm_summary["samples_seen"]
+        assert json.loads((root / "vl-jepa" / "config.json").read_text())["train"]["seed"] == int(seed)
+
+
+def test_the_vlm_trains_twice_the_predictors_layers(tiny_compare):
+    """The paper's ratio: its VLM trains all 16 layers of Llama-3.2-1B, VL-JEPA's predictor the upper 8."""
+    from vljepa.baselines import load_token_vlm
+    from vljepa.checkpoint import load_checkpoint
+
+    _, result = tiny_compare
+    root = Path(result.out_dir) / "seed-0"
+    jepa, vlm = load_checkpoint(root / "vl-jepa"), load_token_vlm(root / "token-vlm")
+    assert len(vlm.layers) == 2 * len(jepa.predictor.layers) == 2 * result.layers["vl-jepa"] == result.layers["token-vlm"]
 
 
 def test_inference_cost_counts_passes_side_by_side(tiny_compare):
@@ -64,11 +78,21 @@ def test_figure_table_and_mlflow_runs(tiny_compare):
     assert "VLM CIDEr" in (root / "compare.md").read_text()
     mlflow.set_tracking_uri(run.layout().tracking_uri)
     client = MlflowClient()
-    for name, run_id in result.mlflow_run_ids.items():
+    assert len(result.mlflow_run_ids) == 4
+    for name_seed, run_id in result.mlflow_run_ids.items():
+        name, seed = name_seed.split("/")
         logged = client.get_run(run_id)
-        assert logged.data.tags["compare.model"] == name
+        assert (logged.data.tags["compare.model"], logged.data.tags["compare.seed"]) == (name, seed)
         history = client.get_metric_history(run_id, "classification/top5")
-        assert [m.step for m in history] == [int(r["samples_seen"]) for r in result.curves[name]]
+        assert [m.step for m in history] == [int(r["samples_seen"]) for r in result.curves[name][seed]]
+    # The table the overview rebuilds from those runs is the one this run printed.
+    from flows.compare_report import collect, markdown
+
+    record = collect(run.layout().tracking_uri)
+    assert record["curves"] == {m: {s: [{k: r[k] for k in ("samples_seen", "captioning/cider", "classification/top1",
+                                                            "classification/top5")} for r in rows]
+                                    for s, rows in by_seed.items()} for m, by_seed in result.curves.items()}
+    assert markdown(record) == result.markdown
 
 
 def test_rerun_reuses_both_trained_models(tiny_compare):
@@ -76,8 +100,9 @@ def test_rerun_reuses_both_trained_models(tiny_compare):
 
     run, result = tiny_compare
     root = Path(result.out_dir)
-    before = {p: p.stat().st_mtime for p in (root / "vl-jepa" / "model.safetensors", root / "token-vlm" / "train_summary.json")}
-    again = run_compare(run, points=3, cost_clips=1, log_to_mlflow=False)
+    before = {p: p.stat().st_mtime for p in (root / "seed-1" / "vl-jepa" / "model.safetensors",
+                                             root / "seed-1" / "token-vlm" / "train_summary.json")}
+    again = run_compare(run, points=3, cost_clips=1, log_to_mlflow=False, seeds=(0, 1))
     assert again.out_dir == result.out_dir
     assert {p: p.stat().st_mtime for p in before} == before
     assert again.curves == result.curves  # evaluation is deterministic

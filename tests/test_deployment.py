@@ -144,7 +144,7 @@ def test_every_flow_has_its_deployments(services):
     names = {f"{flows[d['flow_id']]}/{d['name']}" for d in deployments}
     expected = {"pretrain/full", "pretrain/image-only", "sft/full", "preprocess/full", "evaluate/full",
                 "selective-decoding/sweep", "selective-decoding/benchmark", "compare/vlm-vs-jepa"}
-    expected |= {f"ablate/{s}" for s in ("loss", "loss-trainable", "y-lr", "depth", "attention", "init", "y-encoder")}
+    expected |= {f"ablate/{s}" for s in ("pretraining", "y-lr", "loss", "predictor", "y-encoder")}
     assert expected <= names, sorted(expected - names)
     schema = next(d for d in deployments if d["name"] == "loss")["parameter_openapi_schema"]
     assert "loss" in schema["properties"]["sweep"]["enum"]

@@ -1,15 +1,34 @@
-"""The paper's ablation axes as data: which config changes each sweep makes, and what the paper found.
+"""The paper's ablations as data: each row's config change, the protocol they train under, and
+what the paper found (final version §4.7, Table 5, in ``shared/paper/003``; explained in 001 §4.7).
 
-Paper (final version, Table 4 in shared/paper/003; submission §4.7): each ablation is reported as
-classification accuracy, retrieval R@1 and VQA accuracy, with the change in points against the
-default row. ``PAPER`` holds those deltas so our runs can be printed next to the direction the
-paper saw. A sweep is a list of ``Variant``s (a name and dotted config changes, as
-``vljepa.config.replace`` takes them); exactly one is the default, the preset unchanged.
+The paper's protocol: every variant trained on the **SFT-stage data** for 10k steps × batch 512
+(5M samples) with a **constant** learning rate, reported as classification top-1, text→video R@1
+and VQA accuracy. ``Protocol`` scales that budget to a preset and adds seeds; ``protocol_config``
+turns a preset into one variant's training config.
 
-Sweeps: ``loss`` (in the paper's setting: frozen y-encoder, no projection head), ``loss-trainable``
-(the same losses with the default trainable y-encoder), ``y-lr`` (y-encoder learning-rate multiplier), ``depth`` (how many of the LM's
-last layers, and where in the LM), ``attention`` (bidirectional vs causal), ``init`` (pretrained
-LM layers vs random) and ``y-encoder`` (the packaged one plus any local HF text encoder given).
+Initialisation: every variant starts from the stage-1 BASE model (the main job's), except row
+(a)'s "none", which starts from the LM and text encoder: the setting issue 20 asks for. A variant
+takes from BASE every tensor whose role it keeps (``flows.ablate.init_checkpoint``): a different
+block of LM layers or random init gets its own predictor layers, another text encoder its own
+weights, a missing projection head nothing. A deviation to know: Table 5's rows (b)-(d) share one
+default, 27.3 / 30.2 / 42.5, which is (a)'s "w/o Pretraining" row, so the paper appears to have
+trained those rows from the LM, not from BASE; at this CPU's budget (768 samples) a model trained
+from the LM stays near chance (row (a) "none", measured), so rows from scratch could not tell the
+variants apart.
+
+Rows (``sweeps``):
+- ``pretraining`` (a): from the stage-1 BASE model (the paper's default) vs from the LM;
+- ``y-lr`` (b): the y-encoder learning-rate multiplier 0.05 / 1.0 / 0.1 / 0.01 / 0;
+- ``loss`` (c): InfoNCE / cosine / L1 / L2 on a **frozen** text encoder with no projection head;
+- ``predictor`` (d): LM layers, attention, init. The paper's predictor is layers 8-16 of the
+  16-layer Llama-3.2-1B; its rows take layers 0-2, 0-4, 0-8, 0-16 counted **from the bottom**.
+  Our predictor is the last ``n`` layers of its LM (``small``: 4 of SmolLM2-135M's 30), so the
+  top ``2n`` layers stand for the paper's 16 (each of ours for two of its), the default is the
+  upper half of them as the paper's 8-16 is, and the rows count from the bottom of those ``2n``:
+  ``layers-0-2`` is its lowest ``n/4`` layer(s), ``layers-0-16`` all ``2n``. Then causal instead
+  of bidirectional attention, and random instead of pretrained LM init;
+- ``y-encoder`` (e): frozen text encoders, each with a trainable linear projection (the packaged
+  one, plus any local HF text encoder given).
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ class Variant:
     changes: dict[str, Any] = field(default_factory=dict)
     default: bool = False
     paper_row: str | None = None  # the paper's row this variant corresponds to (default: its name)
+    from_base: bool = True  # start from the stage-1 BASE model (all but row (a)'s "none"), not from the LM
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,19 +81,49 @@ class Sweep:
                      variants=tuple(v for v in self.variants if v.default or v.name in names))
 
 
-# Paper deltas in points against the default row: (classification acc, retrieval R@1, VQA acc).
-# Table 4 (b)-(d) of the final version; (c) was run "with no projection head on top of a frozen
-# text encoder", so its default differs from the others'.
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    """The paper's ablation protocol at one preset's scale: SFT-stage data, a constant lr, a fixed
+    number of samples per variant, several seeds (data order and the init of new heads)."""
+
+    samples: int  # per variant (paper: 10k steps × 512 = 5.12M)
+    batch_size: int
+    seeds: tuple[int, ...] = (0, 1, 2)
+    warmup_steps: int = 0  # linear warmup before the constant rate (paper: none stated)
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.samples // self.batch_size)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "paper": Protocol(samples=5_120_000, batch_size=512),
+    # ~35 s of training per variant on 2 CPU cores (0.045 s per SFT sample at batch 32): 17 variants
+    # × 3 seeds fit in about an hour. 768 samples is 0.015 % of the paper's budget.
+    "small": Protocol(samples=768, batch_size=32, warmup_steps=3),
+    "tiny": Protocol(samples=32, batch_size=8),
+    "rehearsal": Protocol(samples=16, batch_size=8),
+}
+
+
+def protocol_config(sft: VLJepaConfig, protocol: Protocol, seed: int) -> VLJepaConfig:
+    """The preset's SFT-stage config trained the ablation way: a constant lr (the preset's base rate),
+    ``protocol.steps`` steps of ``protocol.batch_size``, this seed, no validation-driven choice."""
+    return replace(sft, **{"train.schedule": "constant", "train.warmup_steps": protocol.warmup_steps,
+                           "train.batch_size": protocol.batch_size, "train.max_steps": protocol.steps,
+                           "train.seed": seed, "train.init_from": None, "train.eval_every": None})
+
+
+# Paper deltas in points against each table's default: (classification acc, retrieval R@1, VQA acc).
 PAPER: dict[str, dict[str, tuple[float, float, float]]] = {
-    "loss": {"infonce": (0.0, 0.0, 0.0), "cosine": (-6.8, -10.1, +2.3), "l1": (-8.5, -14.8, -2.4),
-             "l2": (-9.8, -18.6, -0.6)},
+    "pretraining": {"base": (0.0, 0.0, 0.0), "none": (-21.7, -17.3, -3.6)},
     "y-lr": {"0.05": (0.0, 0.0, 0.0), "1.0": (-3.6, -1.4, -1.8), "0.1": (-0.4, 0.0, +0.4),
              "0.01": (-1.7, -2.5, -1.5), "0.0": (-7.3, -4.3, -1.1)},
-    # Default: layers 8-16 of Llama-3.2-1B (the last 8). "first-k": layers 0-k; "all": 0-16.
-    "depth": {"last-8": (0.0, 0.0, 0.0), "first-2": (-3.0, -2.4, -2.4), "first-4": (-2.2, -1.3, +1.1),
-              "first-8": (-0.1, -0.9, +0.9), "all": (+0.1, +0.8, +3.0)},
-    "attention": {"bidirectional": (0.0, 0.0, 0.0), "causal": (-0.6, +1.0, -1.9)},
-    "init": {"pretrained": (0.0, 0.0, 0.0), "random": (+0.8, +0.2, -1.9)},
+    "loss": {"infonce": (0.0, 0.0, 0.0), "cosine": (-6.8, -10.1, +2.3), "l1": (-8.5, -14.8, -2.4),
+             "l2": (-9.8, -18.6, -0.6)},
+    "predictor": {"layers-8-16": (0.0, 0.0, 0.0), "layers-0-2": (-3.0, -2.4, -2.4), "layers-0-4": (-2.2, -1.3, +1.1),
+                  "layers-0-8": (-0.1, -0.9, +0.9), "layers-0-16": (+0.1, +0.8, +3.0),
+                  "causal": (-0.6, +1.0, -1.9), "random": (+0.8, +0.2, -1.9)},
 }
 
 
@@ -84,23 +134,23 @@ def paper_delta(sweep: Sweep, variant: Variant) -> tuple[str, tuple[float, float
     return (row, deltas_) if deltas_ is not None else None
 
 
+def predictor_rows(cfg: VLJepaConfig) -> list[Variant]:
+    """Row (d): the paper's layer ranges of its 16-layer LM on the top ``2n`` layers of ours (module doc)."""
+    n, total = cfg.predictor.num_layers, cfg.predictor.lm.num_hidden_layers
+    block = min(2 * n, total)  # our stand-in for the paper's 16 layers
+    rows = [Variant(name="layers-8-16", default=True)]
+    for hi in (2, 4, 8, 16):  # paper: layers 0..hi of 16, from the bottom
+        count = max(1, round(hi * block / 16))
+        rows.append(Variant(name=f"layers-0-{hi}", changes={"predictor.num_layers": count,
+                                                            "predictor.layer_offset_from_top": block - count}))
+    rows.append(Variant(name="causal", changes={"predictor.attention": "causal"}))
+    if cfg.predictor.pretrained:  # a randomly initialised preset (tiny) has no pretrained init to drop
+        rows.append(Variant(name="random", changes={"predictor.pretrained": False}))
+    return rows
+
+
 def sweeps(cfg: VLJepaConfig, *, y_encoder_paths: dict[str, str] | None = None) -> dict[str, Sweep]:
-    """Every sweep for a preset. ``y_encoder_paths``: extra y-encoders (name -> local HF dir) to compare."""
-    n_layers, total = cfg.predictor.num_layers, cfg.predictor.lm.num_hidden_layers
-    # Our depth rows map onto the paper's by role (its LM has 16 layers, default the last 8):
-    # half the layers -> "first-4", twice -> "all" (0-16), the same count at the bottom -> "first-8".
-    depth = [Variant(name=f"last-{n_layers}", default=True, paper_row="last-8")]
-    if n_layers >= 2:
-        depth.append(Variant(name=f"last-{n_layers // 2}", changes={"predictor.num_layers": n_layers // 2},
-                             paper_row="first-4"))
-    if 2 * n_layers <= total:
-        depth.append(Variant(name=f"last-{2 * n_layers}", changes={"predictor.num_layers": 2 * n_layers},
-                             paper_row="all"))
-    if total >= 3 * n_layers:  # the same number of layers taken lower in the LM
-        depth.append(Variant(name=f"middle-{n_layers}",
-                             changes={"predictor.layer_offset_from_top": (total - n_layers) // 2}))
-        depth.append(Variant(name=f"first-{n_layers}", changes={"predictor.layer_offset_from_top": total - n_layers},
-                             paper_row="first-8"))
+    """Every sweep for a preset. ``y_encoder_paths``: extra y-encoders (name -> local HF dir) for row (e)."""
     y_lr_default = cfg.y_encoder.lr_multiplier
     y_lrs = sorted({0.0, 0.01, 0.05, 0.1, 1.0, y_lr_default})
     y_encoders = [Variant(name=cfg.y_encoder.name, default=True)]
@@ -108,33 +158,30 @@ def sweeps(cfg: VLJepaConfig, *, y_encoder_paths: dict[str, str] | None = None) 
         y_encoders.append(Variant(name=name, changes={"y_encoder.name": "hf", "y_encoder.path": path}))
     losses = tuple(Variant(name=loss, changes={} if loss == cfg.train.loss else {"train.loss": loss},
                            default=loss == cfg.train.loss) for loss in ("infonce", "cosine", "l1", "l2"))
+    n, total = cfg.predictor.num_layers, cfg.predictor.lm.num_hidden_layers
     out = [
-        # Paper Table 4(c): "with no projection head on top of a frozen text encoder".
+        Sweep(name="pretraining", axis="train.init_from", variants=(
+            Variant(name="base", default=True, from_base=True, paper_row="base"),
+            Variant(name="none", paper_row="none", from_base=False)),
+              note="base: from the stage-1 BASE model (the main job's); none: from the LM and text encoder"),
+        Sweep(name="y-lr", axis="y_encoder.lr_multiplier", variants=tuple(
+            Variant(name=str(m), changes={} if m == y_lr_default else {"y_encoder.lr_multiplier": m},
+                    default=m == y_lr_default) for m in y_lrs),
+              note="0.0 freezes the y-encoder (its projection head still trains)"),
+        # Table 5(c): "with no projection head on top of a frozen text encoder".
         Sweep(name="loss", axis="train.loss", variants=losses,
               setting={"y_encoder.lr_multiplier": 0.0, "y_encoder.projection": False,
                        "shared_dim": cfg.y_encoder.hidden_size},
               note="the paper's setting for this table: frozen y-encoder, no projection head"),
-        # The same losses with the default trainable y-encoder + projection: the regression losses
-        # have a collapsed solution there (both sides constant), which InfoNCE's negatives rule out.
-        Sweep(name="loss-trainable", axis="train.loss", variants=losses,
-              note="trainable y-encoder (lr ×0.05) and projection head, as the default model"),
-        Sweep(name="y-lr", axis="y_encoder.lr_multiplier", variants=tuple(
-            Variant(name=str(m), changes={} if m == y_lr_default else {"y_encoder.lr_multiplier": m},
-                    default=m == y_lr_default) for m in y_lrs),
-              note="0.0 freezes the y-encoder (the submission's frozen-SONAR setting)"),
-        Sweep(name="depth", axis="predictor.num_layers", variants=tuple(depth),
-              note=f"layers of the {total}-layer LM the predictor is cut from"),
-        Sweep(name="attention", axis="predictor.attention", variants=(
-            Variant(name="bidirectional", default=True),
-            Variant(name="causal", changes={"predictor.attention": "causal"}))),
-        Sweep(name="init", axis="predictor.pretrained", variants=(
-            Variant(name="pretrained", default=True),
-            Variant(name="random", changes={"predictor.pretrained": False}))),
+        Sweep(name="predictor", axis="predictor", variants=tuple(predictor_rows(cfg)),
+              note=f"layers: the top {min(2 * n, total)} of the {total}-layer LM stand for the paper's 16; "
+                   "counted from their bottom"),
+        # Table 5(e): "trainable linear projection on top of frozen text encoder".
         Sweep(name="y-encoder", axis="y_encoder.name", variants=tuple(y_encoders),
-              note="only the packaged y-encoder ships here; pass local HF text encoders to compare more"),
+              setting={"y_encoder.lr_multiplier": 0.0},
+              note="frozen text encoder + trainable linear projection; only the packaged one ships here, "
+                   "pass local HF text encoders to compare more"),
     ]
-    if not cfg.predictor.pretrained:  # a randomly initialised preset (tiny): "init" compares nothing
-        out = [s for s in out if s.name != "init"]
     return {s.name: s for s in out}
 
 
@@ -142,57 +189,3 @@ def variant_config(cfg: VLJepaConfig, variant: Variant, sweep: Sweep | None = No
     """The preset with the sweep's shared setting and the variant's own changes applied."""
     changes = {**(sweep.setting if sweep else {}), **variant.changes}
     return replace(cfg, **changes) if changes else cfg
-
-
-def deltas(results: dict[str, dict[str, float]], default: str) -> dict[str, dict[str, float]]:
-    """Per variant and metric: the change against the default, in points (×100) as the paper prints."""
-    base = results[default]
-    return {name: {k: 100.0 * (m[k] - base[k]) for k in m if k in base} for name, m in results.items()}
-
-
-def summary_markdown(sweep: Sweep, results: dict[str, dict[str, float]]) -> str:
-    """Table: our value (Δ points vs default) per metric, next to the paper's Δ for that row."""
-    d = deltas(results, sweep.default.name)
-    header = "| variant | " + " | ".join(col for _, col in METRICS) + " | paper row: Δ (cls, ret, vqa) |"
-    lines = [f"### Ablation `{sweep.name}` ({sweep.axis})", "", header, "|" + "---|" * (len(METRICS) + 2)]
-    for v in sweep.variants:
-        if v.name not in results:
-            continue
-        cells = []
-        for key, _ in METRICS:
-            value = results[v.name].get(key)
-            if value is None:
-                cells.append("–")
-            elif v.default:
-                cells.append(f"{100 * value:.1f}")
-            else:
-                cells.append(f"{100 * value:.1f} ({d[v.name][key]:+.1f})")
-        paper = paper_delta(sweep, v)
-        paper_cell = "–" if paper is None else (
-            f"{paper[0]}: default" if v.default else f"{paper[0]}: " + ", ".join(f"{x:+.1f}" for x in paper[1]))
-        lines.append(f"| {v.name}{' (default)' if v.default else ''} | " + " | ".join(cells) + f" | {paper_cell} |")
-    if sweep.note:
-        lines += ["", sweep.note]
-    return "\n".join(lines)
-
-
-def agreement(sweep: Sweep, results: dict[str, dict[str, float]], *, tolerance: float = 1.0) -> dict[str, dict[str, str]]:
-    """Per variant and metric: "agrees" / "disagrees" / "flat" with the paper's direction of effect.
-
-    A change within ±``tolerance`` points (ours or the paper's) counts as flat; two flats agree.
-    """
-    d = deltas(results, sweep.default.name)
-    out: dict[str, dict[str, str]] = {}
-    for v in sweep.variants:
-        paper = paper_delta(sweep, v)
-        if v.default or paper is None or v.name not in d:
-            continue
-        row = {}
-        for (key, col), theirs in zip(METRICS, paper[1]):
-            ours = d[v.name].get(key)
-            if ours is None:
-                continue
-            sign = lambda x: 0 if abs(x) <= tolerance else (1 if x > 0 else -1)  # noqa: E731
-            row[col] = "agrees" if sign(ours) == sign(theirs) else "disagrees"
-        out[v.name] = row
-    return out
