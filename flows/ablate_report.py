@@ -87,8 +87,12 @@ def rows(name: str, record: dict) -> list[dict]:
     return out
 
 
+def _pt(x: float) -> str:
+    return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
 def _interval(d) -> str:
-    return f"{d.mean:+.1f}" if d.low is None else f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
+    return _pt(d.mean) if d.low is None else f"{_pt(d.mean)} [{_pt(d.low)}, {_pt(d.high)}]"
 
 
 def sweep_markdown(name: str, record: dict) -> str:

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretraining (a), y-lr (b), loss (c), predictor (d), y-encoder (e) of the paper's Table 5")
     add_config_arguments(p)
     p.add_argument("--variants", nargs="*", default=None, help="a subset of the sweep's variants (default: all)")
-    p.add_argument("--samples", type=int, default=None, help="samples per variant (default: the preset's protocol)")
+    p.add_argument("--samples", type=int, default=None, help="samples per variant (default: the preset's protocol, vljepa.ablations.PROTOCOLS; "
+                        "the protocol sets train.max_steps, batch_size, schedule and seed over any --set)")
     p.add_argument("--batch-size", type=int, default=None, help="batch of the protocol (default: the preset's)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per variant (default: 0 1 2)")
     p.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"],
