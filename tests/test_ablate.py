@@ -30,10 +30,10 @@ def test_rows_are_the_papers_table_5():
     base = stage_config(get_preset("small"), "sft")
     s = sweeps(base)
     assert list(s) == ["pretraining", "y-lr", "loss", "predictor", "y-encoder"]
-    # (a): only the default starts from BASE.
+    # Every row starts from BASE but (a)'s "none".
     assert [(v.name, v.from_base, v.default) for v in s["pretraining"].variants] == [("base", True, True),
                                                                                     ("none", False, False)]
-    assert not any(v.from_base for name in ("y-lr", "loss", "predictor", "y-encoder") for v in s[name].variants)
+    assert all(v.from_base for name in ("y-lr", "loss", "predictor", "y-encoder") for v in s[name].variants)
     # (b)
     assert [v.name for v in s["y-lr"].variants] == ["0.0", "0.01", "0.05", "0.1", "1.0"] and s["y-lr"].default.name == "0.05"
     # (c) and (e) freeze the text encoder; (c) has no projection head, (e) a trainable one.
@@ -218,3 +218,38 @@ def test_y_encoder_without_projection_head():
     assert not any(p.requires_grad for p in model.y_encoder.parameters())  # frozen, and nothing on top
     with pytest.raises(ValueError, match="shared_dim"):
         build_model(replace(cfg, shared_dim=cfg.shared_dim * 2))
+
+
+def test_a_variant_takes_from_base_every_tensor_whose_role_it_keeps(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from flows.ablate import init_checkpoint
+    from vljepa.checkpoint import save_checkpoint
+    from vljepa.model import build_model
+
+    sft = protocol_config(stage_config(get_preset("tiny"), "sft"), PROTOCOLS["tiny"], seed=0)
+    torch.manual_seed(123)
+    base_dir = save_checkpoint(build_model(sft), tmp_path / "base")
+    base = load_file(str(base_dir / "model.safetensors"))
+    s = sweeps(sft)
+    by_name = {v.name: (v, sw) for sw in s.values() for v in sw.variants}
+
+    def init(name):
+        variant, sweep = by_name[name]
+        return init_checkpoint(variant_config(sft, variant, sweep), str(base_dir), tmp_path / "inits")
+
+    # Same architecture (another attention mask, another lr): BASE itself.
+    assert init("causal") == init("1.0") == str(base_dir)
+    # Other LM layers: the predictor's layers are the variant's own, everything else is BASE's.
+    other = init("layers-0-8")
+    state, info = load_file(f"{other}/model.safetensors"), json.loads((tmp_path / "inits" / other.split("/")[-1] /
+                                                                         "init.json").read_text())
+    assert info["own_init"] == ["predictor.layers"] and info["base_unused"] == ["predictor.layers"]
+    for k, t in state.items():  # (norm weights start at 1 on both sides: compared where init is random)
+        assert torch.equal(t, base[k]) != (k.startswith("predictor.layers.") and t.ndim == 2), k
+    # No projection head (row c): BASE's head is left out, the rest taken.
+    loss_init = init("l2")
+    info = json.loads((tmp_path / "inits" / loss_init.split("/")[-1] / "init.json").read_text())
+    assert info["own_init"] == [] and info["base_unused"] == ["y_encoder.proj"]
+    assert all(torch.equal(t, base[k]) for k, t in load_file(f"{loss_init}/model.safetensors").items())
