@@ -19,6 +19,9 @@ Each table sits in README.md between ``<!-- report:NAME -->`` and ``<!-- /report
   ``pareto.png`` and the command in ``provenance.json``), through ``flows.stream_bench_report.markdown``;
 - ``decoder-study``: ``python -m flows.decoder_study`` on the stream benchmark's model
   (``docs/results/decoder-study/``);
+- ``ablations`` and ``compare``: ``python -m flows.ablate overview`` (the ablation sweeps and the
+  controlled comparison, exported from their MLflow runs to ``docs/results/ablations/overview.json``),
+  through ``flows.ablate_report.markdown`` and ``flows.compare_report.markdown``;
 - ``gpu-check``: ``bench/gpu_check.py`` on the lent H200 (``bench/results/gpu_check_h200/*.json``),
   and the memory and live-encoder figures derived from the same files.
 
@@ -281,10 +284,32 @@ def decoder_study_table(folder: Path = DECODER_STUDY) -> list[str]:
             *markdown(result)]
 
 
+ABLATIONS = ROOT / "docs" / "results" / "ablations"
+
+
+def ablations_table(folder: Path = ABLATIONS) -> list[str]:
+    """``python -m flows.ablate overview``'s export of the ablation runs: every sweep's table and lines."""
+    from flows.ablate_report import markdown
+
+    export, prov = _load(folder / "overview.json"), _load(folder / "provenance.json")
+    return [f"`{prov['command']}` at commit `{prov['commit']}` ({prov['machine']}).", "",
+            *markdown(export).rstrip("\n").splitlines()]
+
+
+def compare_table(folder: Path = ABLATIONS) -> list[str]:
+    """The same export's controlled comparison (its newest ``vljepa compare``)."""
+    from flows.compare_report import markdown
+
+    export, prov = _load(folder / "overview.json"), _load(folder / "provenance.json")
+    return [f"`{prov['compare_command']}` at commit `{prov['commit']}` ({prov['machine']}).", "",
+            *markdown(export["compare"]).splitlines()]
+
+
 TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
                                               "base-sft": base_sft_table, "gpu-check": gpu_check_table,
                                               "live-stream": live_stream_table, "selective": selective_table,
-                                              "decoder-study": decoder_study_table}
+                                              "decoder-study": decoder_study_table, "ablations": ablations_table,
+                                              "compare": compare_table}
 
 
 def _block(name: str) -> re.Pattern[str]:

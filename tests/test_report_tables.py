@@ -113,3 +113,27 @@ def test_live_stream_table_from_its_json(tmp_path):
     assert "| windows | 80 | 0.20 | 0.30 | 0.30 | 0.10 / 0.30 |" in lines
     assert "| captions | 2 | 0.70 | 0.88 | 0.90 |  |" in lines   # p95 of (0.5, 0.9): 0.5 + 0.95 * 0.4
     assert lines[-1].startswith("40 s of stream, 2 captions (online trigger) against 40 for uniform 1 Hz; 41 s wall")
+
+
+def test_ablation_and_compare_blocks_follow_the_export(tmp_path):
+    """A changed seed in the export changes its row (mean, sd, paired Δ, interval, verdict) and the comparison's cell."""
+    folder = tmp_path / "ablations"
+    shutil.copytree(report.ABLATIONS, folder)
+    export = json.loads((folder / "overview.json").read_text())
+    # y-lr 1.0 at default's values on every seed but one, where classification drops 30 points.
+    record = export["sweeps"]["y-lr"]
+    default = {r["seed"]: r["metrics"] for r in record["runs"] if r["variant"] == "0.05"}
+    for r in record["runs"]:
+        if r["variant"] == "1.0":
+            r["metrics"] = {**default[r["seed"]]}
+            if r["seed"] == 0:
+                r["metrics"]["classification/top1"] -= 0.30
+    # d = (-30, 0, 0): mean -10.0, sd 17.32, half 4.303 * 17.32 / sqrt(3) = 43.03 -> [-53.0, +33.0]: noise.
+    export["compare"]["curves"]["token-vlm"]["0"][-1]["captioning/cider"] = 9.0
+    (folder / "overview.json").write_text(json.dumps(export))
+    row = next(line for line in report.ablations_table(folder) if line.startswith("| 1.0 |"))
+    assert row.split(" | ")[1].endswith("(-10.0 [-53.0, +33.0])")
+    assert row.endswith("(+0.0 [+0.0, +0.0]) | -3.6, -1.4, -1.8 | noise / noise / noise |")
+    last = next(line for line in report.compare_table(folder) if line.startswith("| 2,880 |"))
+    vlm = [r[-1]["captioning/cider"] for r in export["compare"]["curves"]["token-vlm"].values()]
+    assert f"**{sum(vlm) / 3:.3f}**" in last  # the VLM's mean now the higher one, in bold
