@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -151,6 +152,7 @@ def init_checkpoint(cfg: VLJepaConfig, base_dir: str, inits: Path) -> str:
         skip.append("predictor.layers.")
     if (cfg.y_encoder.name, cfg.y_encoder.path) != (base_cfg.y_encoder.name, base_cfg.y_encoder.path):
         skip.append("y_encoder.")
+
     def arch(c: VLJepaConfig) -> tuple:  # what the weights' names and shapes depend on
         return (dataclasses.replace(c.predictor, attention="bidirectional"), c.x_encoder, c.shared_dim,
                 dataclasses.replace(c.y_encoder, lr_multiplier=0.0))
@@ -167,13 +169,16 @@ def init_checkpoint(cfg: VLJepaConfig, base_dir: str, inits: Path) -> str:
     if len(taken) == len(own) == len(base):
         return base_dir  # the same model: start from BASE itself
     state = {k: (base[k] if k in taken else t).detach().cpu().contiguous() for k, t in own.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(cfg.to_json())
+    tmp = out.with_name(out.name + ".partial")  # written whole, then renamed: a killed run leaves no half init
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(state, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(cfg.to_json())
     own_init = sorted({".".join(k.split(".")[:2]) for k in own if k not in taken})
-    (out / "init.json").write_text(json.dumps({"base": base_dir, "from_base": len(taken), "own_init": own_init,
+    (tmp / "init.json").write_text(json.dumps({"base": base_dir, "from_base": len(taken), "own_init": own_init,
                                                "base_unused": sorted({".".join(k.split(".")[:2]) for k in base
                                                                       if k not in own or k not in taken})}, indent=2))
+    tmp.rename(out)
     return str(out)
 
 

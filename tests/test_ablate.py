@@ -61,7 +61,7 @@ def test_protocol_config_is_constant_lr_fixed_budget_per_seed():
     assert sft.train.schedule == "cosine"  # the recipe's SFT: the protocol replaces it
     cfg = protocol_config(sft, Protocol(samples=100, batch_size=32, warmup_steps=2), seed=7)
     assert (cfg.train.schedule, cfg.train.max_steps, cfg.train.batch_size, cfg.train.seed, cfg.train.warmup_steps,
-            cfg.train.init_from, cfg.train.stage) == ("constant", 3, 32, 7, 2, None, "sft")
+            cfg.train.init_from, cfg.train.stage, cfg.train.lr) == ("constant", 3, 32, 7, 2, None, "sft", 1e-4)
     assert PROTOCOLS["small"].seeds == (0, 1, 2) and PROTOCOLS["paper"].samples == 10_000 * 512
 
 

@@ -107,7 +107,7 @@ PROTOCOLS: dict[str, Protocol] = {
 
 
 def protocol_config(sft: VLJepaConfig, protocol: Protocol, seed: int) -> VLJepaConfig:
-    """The preset's SFT-stage config trained the ablation way: a constant lr (the preset's base rate),
+    """The preset's SFT-stage config trained the ablation way: a constant lr (the SFT stage's rate),
     ``protocol.steps`` steps of ``protocol.batch_size``, this seed, no validation-driven choice."""
     return replace(sft, **{"train.schedule": "constant", "train.warmup_steps": protocol.warmup_steps,
                            "train.batch_size": protocol.batch_size, "train.max_steps": protocol.steps,
