@@ -69,16 +69,11 @@ class SweepResult:
         """This sweep as ``flows.ablate_report`` reads it (the same shape as its MLflow export)."""
         order = [v.name for v in sweep.variants]
         return {"axis": self.axis, "default": sweep.default.name, "order": order, "note": sweep.note,
-                "protocol": protocol_record(protocol),
+                "protocol": protocol.record(),
                 "runs": [{"variant": r.variant, "seed": r.seed, "key": r.key, "metrics": r.metrics,
                           "seconds": float(r.train.get("seconds") or 0.0), "eval_seconds": r.eval_seconds,
                           "run_id": r.mlflow_run_id}
                          for r in self.runs]}
-
-
-def protocol_record(protocol: Protocol) -> dict:
-    return {"samples": protocol.samples, "batch_size": protocol.batch_size, "steps": protocol.steps,
-            "seeds": list(protocol.seeds), "schedule": "constant", "data": "sft-paper mix (stage-2 data)"}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from vljepa.ablation_stats import paired_delta, spread, verdict
-from vljepa.ablations import METRICS, PAPER
+from vljepa.ablations import METRICS, PAPER, Protocol
 
 EXPERIMENT_PREFIX = "vljepa-ablate-"
 SWEEP_ORDER = ("pretraining", "y-lr", "loss", "predictor", "y-encoder")
@@ -47,9 +47,8 @@ def collect(tracking_uri: str) -> dict:
         sweeps[name] = {
             "axis": first["ablation.axis"], "default": default.pop(), "order": [v for _, v in order],
             "note": first.get("ablation.note", ""),
-            "protocol": {"samples": int(first["ablation.samples"]), "batch_size": int(first["ablation.batch_size"]),
-                         "seeds": sorted({int(t["ablation.seed"]) for t in tags}), "schedule": "constant",
-                         "data": "sft-paper mix (stage-2 data)"},
+            "protocol": Protocol(samples=int(first["ablation.samples"]), batch_size=int(first["ablation.batch_size"]),
+                                 seeds=tuple(sorted({int(t["ablation.seed"]) for t in tags}))).record(),
             "runs": sorted(({"variant": r.data.tags["ablation.variant"], "seed": int(r.data.tags["ablation.seed"]),
                              "key": r.data.tags["ablation.key"], "run_id": r.info.run_id,
                              "metrics": {k: r.data.metrics[k] for k, _ in METRICS if k in r.data.metrics},

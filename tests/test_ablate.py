@@ -155,6 +155,7 @@ def test_tiny_sweep_end_to_end_through_mlflow(tmp_path):
 
     # The overview from MLflow prints exactly the sweep's own summary table.
     exported = collect(uri)["sweeps"]["pretraining"]
+    assert exported["protocol"] == protocol.record()  # the same record the run wrote
     assert sweep_markdown("pretraining", exported) == first.markdown
     export, text = overview(uri, tmp_path / "overview")
     assert first.markdown in text and (tmp_path / "overview" / "overview.png").stat().st_size > 5000

@@ -95,6 +95,12 @@ class Protocol:
     def steps(self) -> int:
         return max(1, self.samples // self.batch_size)
 
+    def record(self) -> dict:
+        """The protocol as a sweep's record holds it (``flows.ablate`` writes it, ``flows.ablate_report``
+        reads it back from the runs' tags)."""
+        return {"samples": self.samples, "batch_size": self.batch_size, "steps": self.steps,
+                "seeds": list(self.seeds), "schedule": "constant", "data": "sft-paper mix (stage-2 data)"}
+
 
 PROTOCOLS: dict[str, Protocol] = {
     "paper": Protocol(samples=5_120_000, batch_size=512),
