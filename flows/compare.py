@@ -96,7 +96,7 @@ def evaluate_snapshots(vljepa_dir: Path, vlm_dir: Path, data: PreparedData, step
     labels, _ = load_vocabulary(data.corpus_dir)
     test = load_task_data(data.db_path, data.caches["test"].path, "test", num_frames=final.cfg.x_encoder.num_frames)
     decoder, _ = ensure_decoder(final, vljepa_dir, data.db_path, vljepa_dir.parent / f"{vljepa_dir.name}-eval",
-                                EvalConfig(register=False))
+                                EvalConfig(register=False), data.caches["train"].path)
     curves: dict[str, list[dict[str, float]]] = {"vl-jepa": [], "token-vlm": []}
     for step in steps:
         snap = vljepa_dir / "snapshots" / f"step-{step:06d}"
@@ -139,7 +139,7 @@ def inference_cost(vljepa_dir: Path, vlm_dir: Path, data: PreparedData, *, n_cli
 
     model = load_checkpoint(vljepa_dir)
     decoder, _ = ensure_decoder(model, vljepa_dir, data.db_path, vljepa_dir.parent / f"{vljepa_dir.name}-eval",
-                                EvalConfig(register=False))
+                                EvalConfig(register=False), data.caches["train"].path)
     vlm = load_token_vlm(vlm_dir).eval()
     tokens = load_split(data.db_path, data.caches["test"].path, "test")
     index = np.arange(min(n_clips, len(tokens)))

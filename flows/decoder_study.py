@@ -40,16 +40,14 @@ def _split(model, layout, split: str, dataset: str):
 
 def run_decoder_study(checkpoint: str | Path, *, state_dir: str | None = None, dataset: str = "synthetic",
                       out_dir: str | Path | None = None, steps: int | None = None) -> dict:
-    import numpy as np
-
     from flows.env import StateLayout
+    from flows.evaluate import predicted_pairs
     from flows.loaders import decoder_texts
     from vljepa.checkpoint import load_checkpoint
     from vljepa.decoder import decoder_preset
     from vljepa.decoder_train import train_decoder
     from vljepa.evaluate import round_trip, text_embeddings
     from vljepa.tasks import captioning
-    from vljepa.tasks.common import predict, training_query
 
     started = time.perf_counter()
     checkpoint = Path(checkpoint)
@@ -57,9 +55,8 @@ def run_decoder_study(checkpoint: str | Path, *, state_dir: str | None = None, d
     model = load_checkpoint(checkpoint)
     splits = {s: _split(model, layout, s, dataset) for s in ("train", "val", "test")}
     train = splits["train"]
-    query = training_query(model)
-    predicted = predict(model, train.dataset().visual(np.arange(len(train))), [query] * len(train) if query else None)
-    targets = text_embeddings(model, train.captions)
+    predicted, captions = predicted_pairs(model, train)
+    targets = text_embeddings(model, captions)
     error = float((predicted - targets).norm(dim=1).mean())
     base = decoder_preset(model.cfg.preset if model.cfg.preset in ("tiny", "rehearsal") else "small",
                           shared_dim=model.cfg.shared_dim)
@@ -70,7 +67,7 @@ def run_decoder_study(checkpoint: str | Path, *, state_dir: str | None = None, d
     rows = []
     for name in VARIANTS:
         cfg = dataclasses.replace(base, noise_norm=error) if name == "text-matched-noise" else base
-        extra = (predicted, train.captions) if name == "text+predicted" else None
+        extra = (predicted, captions) if name == "text+predicted" else None
         t0 = time.perf_counter()
         decoder = train_decoder(model, texts, cfg, extra=extra).decoder
         row = {"variant": name, "noise_norm": cfg.noise_norm, "train_seconds": round(time.perf_counter() - t0, 1),

@@ -1,8 +1,9 @@
 """The evaluation stage: the paper's tasks, embedding analysis, MLflow (flow ``evaluate``:
 ``flows/prefect_flows/evaluate.py``).
 
-``run_evaluation(...)`` is the in-process entry point (tests and ``pretrain/full`` call it). Steps: load the checkpoint; train (or re-use) the y-decoder on the
-train split's texts and score its round trip on held-out captions; run every task on the test
+``run_evaluation(...)`` is the in-process entry point (tests and ``pretrain/full`` call it). Steps:
+load the checkpoint; train (or re-use) the y-decoder on the train split's texts and the predictor's
+outputs for its clips, and score its round trip on held-out captions; run every task on the test
 split's cached tokens; analyse the embedding spaces; write JSON + markdown + PNGs; log them into
 the training run; register the pyfunc (with the decoder) and promote it to ``champion`` if it
 beats the current one.
@@ -20,6 +21,9 @@ from flows.loaders import decoder_texts, load_state_tokens, load_task_data, load
 from vljepa.files import content_key_sha256, file_sha256
 
 ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
+# How the y-decoder trains (``flows.decoder_study``): on the training texts' y-encoder embeddings
+# only, or on those plus the predictor's own embeddings of training clips paired with their captions.
+DECODER_TRAINING = ("text", "text+predicted")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +31,10 @@ class EvalConfig:
     tasks: tuple[str, ...] = ALL_TASKS
     decoder_preset: str | None = None  # default: the model's preset if it is "tiny", "paper" or "rehearsal", else "small"
     decoder_steps: int | None = None  # override the preset's training steps
-    num_beams: int = 3  # captioning; VQA answers decode greedily
+    # The decoder study's choice on val (docs/results/decoder-study): text + predicted, greedy.
+    decoder_train: str = "text+predicted"
+    decoder_predicted_max: int = 4096  # training clips whose predictions join the decoder's data (the first N)
+    num_beams: int = 1  # captioning and the round trip; VQA answers decode greedily
     registered_model: str = "vljepa"
     champion_metric: str = "eval/retrieval/t2v_r1"
     greater_is_better: bool = True
@@ -38,32 +45,66 @@ class EvalConfig:
         unknown = sorted(set(self.tasks) - set(ALL_TASKS))
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; choose from {ALL_TASKS}")
+        if self.decoder_train not in DECODER_TRAINING:
+            raise ValueError(f"decoder_train {self.decoder_train!r}: choose from {DECODER_TRAINING}")
 
 
 # ---------------------------------------------------------------------------------------------
 # The y-decoder (trained once per checkpoint and decoder config)
 
 
-def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cfg: EvalConfig):
-    """Train the y-decoder, or load it if one exists for this checkpoint and config. Returns (decoder, info)."""
+def predicted_pairs(model, train) -> tuple:
+    """The predictor's embeddings of the training clips (``TaskData``), with the query it was trained
+    with, and their captions: the ``extra`` pairs of ``train_decoder``."""
+    import numpy as np
+
+    from vljepa.tasks.common import predict, training_query
+
+    query = training_query(model)
+    predicted = predict(model, train.dataset().visual(np.arange(len(train))), [query] * len(train) if query else None)
+    return predicted, list(train.captions)
+
+
+def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cfg: EvalConfig,
+                   train_cache: str | Path | None = None):
+    """Train the y-decoder, or load it if one exists for this checkpoint and config. Returns (decoder, info).
+
+    train_cache: the train split's token cache; ``cfg.decoder_train == "text+predicted"`` needs it
+    (the predictor's embeddings of its first ``cfg.decoder_predicted_max`` clips join the texts).
+    """
     from vljepa.decoder import decoder_preset, load_decoder
     from vljepa.decoder_train import train_decoder
+    from vljepa.tasks.common import frames_per_token_group
 
+    if cfg.decoder_train == "text+predicted" and train_cache is None:
+        raise ValueError("the y-decoder trains on the predictor's outputs for training clips "
+                         "(EvalConfig.decoder_train='text+predicted'): give train_cache, the train split's token "
+                         "cache, or set decoder_train='text' for a text-only decoder")
     preset = cfg.decoder_preset or (model.cfg.preset if model.cfg.preset in ("tiny", "paper", "rehearsal") else "small")
     dcfg = decoder_preset(preset, shared_dim=model.cfg.shared_dim)
     if cfg.decoder_steps is not None:
         dcfg = dataclasses.replace(dcfg, steps=cfg.decoder_steps)
     if dcfg.device.startswith("cuda") and not model.cfg.train.device.startswith("cuda"):
         dcfg = dataclasses.replace(dcfg, device=model.cfg.train.device)  # the model's machine has no GPU
-    key = content_key_sha256(file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json())
+    data = (f"text+predicted:{Path(train_cache).resolve().name}:{cfg.decoder_predicted_max}"
+            if cfg.decoder_train == "text+predicted" else "text")
+    key = content_key_sha256(file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json() + data)
     decoder_dir = out_dir / "decoder"
     stamp = decoder_dir / "source.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         info = json.loads(stamp.read_text())
         return load_decoder(decoder_dir), {**info, "reused": True}
-    result = train_decoder(model, decoder_texts(db_path, "train", cfg.dataset), dcfg, out_dir=decoder_dir)
+    extra = None
+    if cfg.decoder_train == "text+predicted":
+        x_encoder = model.cfg.x_encoder
+        train = load_task_data(db_path, train_cache, "train", num_frames=x_encoder.num_frames,
+                               tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset,
+                               limit=cfg.decoder_predicted_max)
+        extra = predicted_pairs(model, train)
+    result = train_decoder(model, decoder_texts(db_path, "train", cfg.dataset), dcfg, out_dir=decoder_dir, extra=extra)
     info = {"key": key, "checkpoint": str(checkpoint_dir), "train_seconds": result.seconds,
             "embed_seconds": result.embed_seconds, "n_texts": result.n_texts, "steps": dcfg.steps,
+            "training": cfg.decoder_train, "n_predicted": len(extra[1]) if extra else 0,
             "final_loss": result.history[-1]["loss"], "vocab_size": len(result.decoder.vocab)}
     stamp.write_text(json.dumps(info, indent=2))
     return result.decoder, {**info, "reused": False}
@@ -77,7 +118,7 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
                    corpus_dir: str | Path | None, run_id: str | None = None, *, val_cache: str | Path | None = None,
                    tracking_uri: str | None = None, out_dir: str | Path | None = None,
                    cfg: EvalConfig = EvalConfig(), labels: tuple[str, ...] | list[str] | None = None,
-                   skipped: dict[str, str] | None = None) -> dict:
+                   skipped: dict[str, str] | None = None, train_cache: str | Path | None = None) -> dict:
     """Evaluate a checkpoint on every task; log into MLflow run ``run_id`` if given.
 
     Args:
@@ -88,6 +129,8 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
             one (``flows.user_data``): ``labels`` are then its class names (None: no classification),
             and ``cfg.tasks`` must leave out the tasks that read the vocabulary.
         skipped: task -> why it does not run on this data (written into the results and summary).
+        train_cache: the train split's token cache, for the y-decoder's predicted pairs
+            (``cfg.decoder_train``; ``ensure_decoder``).
         run_id: the training run to log metrics, plots and the registered model into.
         out_dir: results directory; default ``<checkpoint_dir>-eval``.
     Returns a summary dict: metrics, chance levels, paths, registration and promotion.
@@ -129,7 +172,7 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    decoder, decoder_info = ensure_decoder(model, checkpoint_dir, db_path, out, cfg)
+    decoder, decoder_info = ensure_decoder(model, checkpoint_dir, db_path, out, cfg, train_cache)
     timings["decoder"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     held_out = sorted(set(test.captions))

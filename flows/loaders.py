@@ -140,15 +140,16 @@ def annotations(db_path: str | Path, split: str, dataset: str = "synthetic") -> 
 
 
 def load_task_data(db_path: str | Path, cache_path: str | Path, split: str, *, num_frames: int,
-                   tubelet_size: int = 1, dataset: str = "synthetic"):
+                   tubelet_size: int = 1, dataset: str = "synthetic", limit: int | None = None):
     """A split's cached tokens joined with all its annotations (``vljepa.tasks.common.TaskData``).
 
     tubelet_size: frames per cached token group (``vljepa.tasks.common.frames_per_token_group``).
+    limit: only the cache's first ``limit`` samples.
     """
     from preprocessing.shards import read_cache
     from vljepa.tasks.common import TaskData
 
-    cache = read_cache(cache_path)
+    cache = read_cache(cache_path, limit=limit)
     notes = annotations(db_path, split, dataset)
     missing = [s for s in cache.sample_ids if s not in notes or not notes[s]["caption"]]
     if missing:

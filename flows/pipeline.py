@@ -135,21 +135,22 @@ def track(run: RunConfig, layout: StateLayout, cfg: VLJepaConfig, summary: Train
 
 
 def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, test: SplitCache, data: DataInfo,
-                   run_id: str) -> dict[str, Any]:
-    """Every task of the paper on the test split (y-decoder trained here), logged into the run; the
-    model + decoder is registered as ``candidate`` and promoted to ``champion`` if it is better.
+                   run_id: str, train: SplitCache) -> dict[str, Any]:
+    """Every task of the paper on the test split (y-decoder trained here, on the texts and the predictor's
+    outputs for ``train``'s clips), logged into the run; the model + decoder is registered as
+    ``candidate`` and promoted to ``champion`` if it is better.
     Done once per (model, test data, MLflow run): a re-run returns the saved summary."""
     from flows.evaluate import EvalConfig, run_evaluation
 
     stamp = Path(f"{checkpoint_dir}-eval") / "pipeline_stamp.json"
-    key = content_key(checkpoint_dir, test.cache_key, run_id, layout.tracking_uri)
+    key = content_key(checkpoint_dir, test.cache_key, train.cache_key, run_id, layout.tracking_uri)
     if stamp.is_file():
         saved = json.loads(stamp.read_text())
         if saved.get("key") == key:
             return {**saved["summary"], "reused": True}
     summary = run_evaluation(checkpoint_dir, layout.manifest, test.path, data.corpus_dir, run_id,
                              tracking_uri=layout.tracking_uri, labels=data.labels, skipped=data.skipped,
-                             cfg=EvalConfig(registered_model=run.registered_model, tasks=data.tasks,
+                             train_cache=train.path, cfg=EvalConfig(registered_model=run.registered_model, tasks=data.tasks,
                                             dataset=data.dataset))
     stamp.write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
     return summary
@@ -259,8 +260,10 @@ def run_pipeline(run: RunConfig, *, stage: StageWrapper = direct, flow_run_id: s
     evaluation = stage("evaluate", evaluate_model, False)(summary.checkpoint_dir, layout.manifest, test, source)
     tracked = stage("track", track, True)(run, layout, cfg, summary, evaluation, data, test, source, run_name,
                                           flow_run_id)
+    train = caches.get(f"{source.dataset}/train@{phases[-1]}") or cache_split_tokens(
+        cfg, layout, "train", progress=run.progress, engine=run.engine, dataset=source.dataset)
     suite = stage("evaluate-and-register", evaluate_suite, False)(run, layout, summary.checkpoint_dir, test,
-                                                                  source, tracked.run_id)
+                                                                  source, tracked.run_id, train)
     registration = suite.get("mlflow", {})
     tracked.model_version = str(registration.get("version"))
     tracked.model_uri = (f"models:/{run.registered_model}@candidate" if registration.get("candidate", True)

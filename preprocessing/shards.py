@@ -206,13 +206,25 @@ def complete_shard_paths(cache_dir: str | os.PathLike) -> list[Path]:
     return [cache_dir / shard["name"] for shard in index["shards"]]
 
 
-def read_cache(path: str | os.PathLike) -> TokenCache:
+def read_cache(path: str | os.PathLike, limit: int | None = None) -> TokenCache:
     """Read a whole token cache into memory: a sharded cache directory (its shards in index order,
-    stacked) or a single ``write_token_cache`` file. The one reader of cache directories."""
+    stacked) or a single ``write_token_cache`` file. The one reader of cache directories.
+
+    limit: read only the first ``limit`` samples (shards past them are not opened).
+    """
     cache_dir = Path(path)
     if not cache_dir.is_dir():
-        return read_token_cache(cache_dir)
-    records = [record for shard in complete_shard_paths(cache_dir) for record in read_shard(shard)]
+        cache = read_token_cache(cache_dir)
+        if limit is None or limit >= len(cache.sample_ids):
+            return cache
+        return TokenCache(sample_ids=cache.sample_ids[:limit], tokens=cache.tokens[:limit],
+                          timestamps=cache.timestamps[:limit], encoder_id=cache.encoder_id, metadata=cache.metadata)
+    records = []
+    for shard in complete_shard_paths(cache_dir):
+        if limit is not None and len(records) >= limit:
+            break
+        records += list(read_shard(shard))
+    records = records[:limit] if limit is not None else records
     if not records:
         raise ValueError(f"{cache_dir}: the sharded cache holds no samples")
     index = json.loads((cache_dir / INDEX_FILE).read_text(encoding="utf-8"))

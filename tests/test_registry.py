@@ -84,7 +84,7 @@ def test_evaluation_registers_once_and_the_champion_serves_in_a_fresh_process():
     run = tiny_run()
     assert summary["mlflow"]["created"] and summary["mlflow"]["promoted"]
     again = run_evaluation(run["checkpoint_dir"], run["db_path"], run["test_cache"], run["corpus_dir"], run["run_id"],
-                           tracking_uri=run["tracking_uri"], out_dir=run["state"] / "eval")
+                           tracking_uri=run["tracking_uri"], out_dir=run["state"] / "eval", train_cache=run["train_cache"])
     assert again["mlflow"]["version"] == summary["mlflow"]["version"] and not again["mlflow"]["created"]
     assert again["decoder"]["reused"]
 
@@ -180,7 +180,7 @@ def test_champion_through_the_evaluation_path_moves_for_better_not_for_tied_or_w
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("ranked", artifact_location=(tmp_path / "artifacts").as_uri())
-    cfg = EvalConfig(tasks=("retrieval",), decoder_steps=2, registered_model="ranked")
+    cfg = EvalConfig(tasks=("retrieval",), decoder_steps=2, registered_model="ranked", decoder_train="text")
     logs, values = [], []
     for n, checkpoint in enumerate([tmp_path / "degraded", run["checkpoint_dir"], run["checkpoint_dir"],
                                     tmp_path / "degraded"]):

@@ -3,7 +3,9 @@ model), results written, and the whole suite run on a tiny checkpoint through th
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +167,41 @@ def test_full_evaluation_on_a_tiny_checkpoint_via_the_manifest():
     for png in ("embedding_map.png", "confusion_matrix.png", "retrieval_ranks.png", "decoded_examples.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "| captioning | cider |" in (out / "summary.md").read_text()
+
+
+def test_the_y_decoder_trains_on_the_predictors_outputs_for_the_training_clips(tmp_path, monkeypatch):
+    import vljepa.decoder_train
+    from flows.evaluate import EvalConfig, ensure_decoder
+    from preprocessing.shards import read_cache
+    from vljepa.checkpoint import load_checkpoint
+    from vljepa.tasks.common import predict
+    from tests.tiny_run import tiny_evaluation, tiny_run
+
+    run = tiny_run()
+    train = read_cache(run["train_cache"])
+    info = tiny_evaluation()["decoder"]
+    assert info["training"] == "text+predicted" and info["n_predicted"] == len(train.sample_ids) > 3
+
+    first = read_cache(run["train_cache"], limit=3)  # the first 3 samples, the same as the whole read's
+    assert first.sample_ids == train.sample_ids[:3] and np.array_equal(first.tokens, train.tokens[:3])
+
+    model = load_checkpoint(run["checkpoint_dir"])
+    seen = {}
+    original = vljepa.decoder_train.train_decoder  # ensure_decoder imports it when called
+
+    def spy(model_, texts, cfg, **kwargs):
+        seen["extra"] = kwargs.get("extra")
+        return original(model_, texts, cfg, **kwargs)
+
+    monkeypatch.setattr(vljepa.decoder_train, "train_decoder", spy)
+    cfg = EvalConfig(decoder_steps=2, decoder_predicted_max=3)
+    _, small = ensure_decoder(model, Path(run["checkpoint_dir"]), run["db_path"], tmp_path / "a", cfg, run["train_cache"])
+    embeddings, captions = seen["extra"]
+    want = predict(model, torch.from_numpy(first.tokens.astype(np.float32)))  # stage 1: query-free
+    assert torch.allclose(embeddings, want, atol=1e-5) and len(captions) == 3 and small["n_predicted"] == 3
+
+    _, text = ensure_decoder(model, Path(run["checkpoint_dir"]), run["db_path"], tmp_path / "b",
+                             dataclasses.replace(cfg, decoder_train="text"))
+    assert seen["extra"] is None and text["n_predicted"] == 0 and text["key"] != small["key"]
+    with pytest.raises(ValueError, match="train_cache"):
+        ensure_decoder(model, Path(run["checkpoint_dir"]), run["db_path"], tmp_path / "c", cfg)

@@ -47,4 +47,4 @@ def tiny_evaluation() -> dict:
 
     run = tiny_run()
     return run_evaluation(run["checkpoint_dir"], run["db_path"], run["test_cache"], run["corpus_dir"], run["run_id"],
-                          tracking_uri=run["tracking_uri"], out_dir=run["state"] / "eval")
+                          tracking_uri=run["tracking_uri"], out_dir=run["state"] / "eval", train_cache=run["train_cache"])

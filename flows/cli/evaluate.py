@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from flows.cli.common import ConfigError, add_state_arguments
+from flows.evaluate import DECODER_TRAINING
 
 HELP = ("run every task of the paper on a trained checkpoint (a BASE or an SFT model) on the held-out "
         "test split; with --run-id, log into that MLflow run and register the model")
@@ -23,6 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on the test split of your own dataset (as `vljepa run --data`); default: the "
                         "generated corpus")
     p.add_argument("--annotations", default=None, metavar="FILE", help="with --data: its annotation file")
+    p.add_argument("--decoder-train", choices=DECODER_TRAINING, default="text+predicted",
+                   help="what the y-decoder trains on: the training texts' y-encoder embeddings and the predictor's "
+                        "outputs for the training clips (default; chosen by `python -m flows.decoder_study`), or the "
+                        "texts only")
+    p.add_argument("--num-beams", type=int, default=1, help="beam width of captioning and the round trip (default 1)")
     add_state_arguments(p)
 
 
@@ -48,11 +54,14 @@ def main(args: argparse.Namespace) -> int:
         data = import_data(detect_source(args.data, annotations=args.annotations), layout.manifest)
         print("\n".join(data.summary_lines()))
     test = cache_split_tokens(cfg, layout, "test", progress=False, dataset=data.dataset)
+    train = (cache_split_tokens(cfg, layout, "train", progress=False, dataset=data.dataset).path
+             if args.decoder_train == "text+predicted" else None)
     summary = run_evaluation(checkpoint, layout.manifest, test.path, data.corpus_dir, args.run_id,
                              tracking_uri=layout.tracking_uri, out_dir=args.out, labels=data.labels,
-                             skipped=data.skipped,
+                             skipped=data.skipped, train_cache=train,
                              cfg=EvalConfig(register=not args.no_register, registered_model=args.registered_model,
-                                            tasks=data.tasks, dataset=data.dataset))
+                                            tasks=data.tasks, dataset=data.dataset, decoder_train=args.decoder_train,
+                                            num_beams=args.num_beams))
     print(Path(summary["out_dir"], "summary.md").read_text())
     print(json.dumps({"out_dir": summary["out_dir"], "mlflow": summary.get("mlflow"), "n_test": summary["n_test"]},
                      indent=2, default=str))
