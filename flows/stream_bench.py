@@ -16,9 +16,10 @@
    swept rate whose CIDEr is within ``tolerance`` (1 %) of uniform 1 Hz (same embedding kind),
    with a 95 % interval from a bootstrap over test streams (per-pair CIDEr with the document
    frequencies of the whole test set held fixed: resampling streams does not re-fit them);
-6. the online trigger: its threshold chosen on the val streams (the fewest decodes whose CIDEr is
-   within ``tolerance`` of val's uniform 1 Hz, else the best CIDEr), then reported on the test streams
-   with its latency distribution. Test streams are scored once per reported number.
+6. the online trigger: its threshold, hysteresis and minimum segment length chosen on the val streams
+   (the fewest decodes whose CIDEr is within ``tolerance`` of val's uniform 1 Hz, else the best CIDEr),
+   then reported on the test streams with its latency distribution. Test streams are scored once per
+   reported number.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flows.resolve import RunConfig
 
 RATES = (2.0, 1.0, 0.5, 0.35, 0.25, 0.1, 0.05, 0.02, 0.01)
 THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+TRIGGERS = ((1, 1), (2, 2), (3, 3))  # the online trigger's (hysteresis, min_len) in windows, tried on val
 CURVES = (("uniform", True), ("uniform", False), ("ward", True), ("ward", False))
 
 
@@ -45,6 +47,7 @@ class StreamBenchConfig:
     streams: str = "small"  # preprocessing.streams preset
     rates: tuple[float, ...] = RATES
     thresholds: tuple[float, ...] = THRESHOLDS
+    triggers: tuple[tuple[int, int], ...] = TRIGGERS
     fps: float = 2.0
     stride: int = 1
     tolerance: float = 0.01
@@ -173,25 +176,42 @@ def summarise(curves: dict, streams, cfg: StreamBenchConfig) -> dict:
 
 
 def online(streams_val, streams_test, decode, cfg: StreamBenchConfig, val_reference: float) -> dict:
-    """The causal trigger: threshold chosen on val, reported once on test."""
+    """The causal trigger: threshold, hysteresis and min_len chosen on val, reported once on test."""
     from vljepa.streaming import OnlineTriggerConfig, online_points
 
-    def run(streams, threshold):
-        results = [online_points(s, OnlineTriggerConfig(threshold=threshold)) for s in streams]
+    def run(streams, threshold, hysteresis, min_len):
+        trigger = OnlineTriggerConfig(threshold=threshold, hysteresis=hysteresis, min_len=min_len)
+        results = [online_points(s, trigger) for s in streams]
         scores, counts = pair_scores(streams, [r[0] for r in results], decode)
         latency = [lat for r in results for lat in r[1]]
-        return {"threshold": threshold, "cider": float(np.concatenate(scores).mean()), "decodes": sum(counts),
+        return {"threshold": threshold, "hysteresis": hysteresis, "min_len": min_len,
+                "cider": float(np.concatenate(scores).mean()), "decodes": sum(counts),
                 "decodes_per_s": sum(counts) / sum(s.duration for s in streams), "latency_windows": latency}
 
-    val = [run(streams_val, t) for t in cfg.thresholds]
+    val = [run(streams_val, t, h, m) for h, m in cfg.triggers for t in cfg.thresholds]
     good = [r for r in val if r["cider"] >= (1 - cfg.tolerance) * val_reference]
     chosen = min(good, key=lambda r: r["decodes_per_s"]) if good else max(val, key=lambda r: r["cider"])
-    test = run(streams_test, chosen["threshold"])
+    test = run(streams_test, chosen["threshold"], chosen["hysteresis"], chosen["min_len"])
     lat_s = np.array(test.pop("latency_windows"), dtype=float) * cfg.stride / cfg.fps
-    return {"val": [{k: v for k, v in r.items() if k != "latency_windows"} for r in val],
-            "chosen_threshold": chosen["threshold"], "chosen_on_val_within_tolerance": bool(good), "test": test,
+    return {"val": [{k: v for k, v in r.items() if k != "latency_windows"} for r in val], "val_reference": val_reference,
+            "chosen_threshold": chosen["threshold"], "chosen_hysteresis": chosen["hysteresis"],
+            "chosen_min_len": chosen["min_len"], "chosen_on_val_within_tolerance": bool(good), "test": test,
             "latency_s": {"mean": float(lat_s.mean()), "p50": float(np.median(lat_s)),
                           "p95": float(np.quantile(lat_s, 0.95)), "max": float(lat_s.max())}}
+
+
+def oracle(streams, decode, reference: float) -> dict:
+    """One decode per annotation at its time (``annotation_points``), exact and pooled, on these
+    streams: the CIDEr a strategy at the annotations' rate could reach at best, beside ``reference``
+    (uniform 1 Hz, pooled, on the same streams)."""
+    from vljepa.streaming import annotation_points
+
+    out = {"uniform_1hz": reference}
+    for pool in (False, True):
+        scores, counts = pair_scores(streams, [annotation_points(s, pool=pool) for s in streams], decode)
+        out["pooled" if pool else "exact"] = float(np.concatenate(scores).mean())
+        out["decodes_per_s"] = sum(counts) / sum(s.duration for s in streams)
+    return out
 
 
 def model_key(checkpoint: Path) -> str:
@@ -222,7 +242,7 @@ def run_stream_bench(cfg: StreamBenchConfig, *, progress: bool = True) -> dict:
     key = model_key(checkpoint)
     val, _ = embed_streams(model, encoder, root, [r for r in records if r["split"] == "val"], cfg, key)
     test, compute = embed_streams(model, encoder, root, [r for r in records if r["split"] == "test"], cfg, key)
-    val_uniform = pair_scores(val, [uniform_points(s, 1.0) for s in val], decode)[0]
+    val_uniform = float(np.concatenate(pair_scores(val, [uniform_points(s, 1.0) for s in val], decode)[0]).mean())
     curves = sweep_curves(test, decode, cfg.rates)
     result = {"streams": {"preset": cfg.streams, "dir": str(root), "config_hash": corpus["config_hash"],
                           "statistics": corpus["statistics"], "paper": corpus["paper"]},
@@ -230,7 +250,7 @@ def run_stream_bench(cfg: StreamBenchConfig, *, progress: bool = True) -> dict:
               "protocol": {"rates": list(cfg.rates), "fps": cfg.fps, "stride": cfg.stride, "tolerance": cfg.tolerance,
                            "bootstrap": cfg.bootstrap, "n_val": len(val), "n_test": len(test)},
               **summarise(curves, test, cfg),
-              "online": online(val, test, decode, cfg, float(np.concatenate(val_uniform).mean())),
+              "online": online(val, test, decode, cfg, val_uniform), "oracle_val": oracle(val, decode, val_uniform),
               "compute_per_window_over_stride": compute, "decoded": decode.decoded}
     out = layout.root / "selective" / f"{cfg.streams}-{key}"
     out.mkdir(parents=True, exist_ok=True)

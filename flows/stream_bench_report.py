@@ -24,7 +24,7 @@ def pareto_figure(result: dict, path: Path) -> Path:
                linestyle="--", label="uniform 1 Hz (pooled) − 1 %")
     test = result["online"]["test"]
     ax.plot([test["decodes_per_s"]], [test["cider"]], marker="^", color="tab:green", markersize=9, linestyle="none",
-            label=f"online (threshold {result['online']['chosen_threshold']} from val)")
+            label=f"online ({trigger_text(result['online'])}, from val)")
     ax.set_xscale("log")
     ax.set_xlabel("decodes per second")
     ax.set_ylabel("CIDEr (annotation ↔ nearest decode)")
@@ -36,6 +36,14 @@ def pareto_figure(result: dict, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def trigger_text(online: dict) -> str:
+    """The chosen trigger's settings (results written before hysteresis and min_len were tuned: threshold only)."""
+    text = f"threshold {online['chosen_threshold']}"
+    if "chosen_hysteresis" in online:
+        text += f", hysteresis {online['chosen_hysteresis']} and min_len {online['chosen_min_len']} windows"
+    return text
 
 
 def _savings_text(entry: dict) -> str:
@@ -67,13 +75,19 @@ def markdown(result: dict) -> str:
     on = result["online"]
     uniform = by[("uniform/pooled", 1.0)]
     lat = on["latency_s"]
-    lines += ["", f"Online trigger (threshold {on['chosen_threshold']}, chosen on {result['protocol']['n_val']} val "
+    lines += ["", f"Online trigger ({trigger_text(on)}, chosen on {result['protocol']['n_val']} val "
               f"streams{'' if on['chosen_on_val_within_tolerance'] else ', none within 1 % there: the best CIDEr'}): "
               f"{on['test']['decodes_per_s']:.3f} decodes/s, CIDEr {on['test']['cider']:.3f} = "
               + (f"{100 * on['test']['cider'] / uniform['cider']:.1f} %" if uniform["cider"] else "—")
               + f" of uniform 1 Hz ({uniform['cider']:.3f}) with "
               f"{uniform['decodes_per_s'] / max(on['test']['decodes_per_s'], 1e-9):.2f}× fewer decodes; latency from "
               f"a segment's start to its decode: median {lat['p50']:.1f} s, p95 {lat['p95']:.1f} s, max {lat['max']:.1f} s."]
+    if "oracle_val" in result:
+        o = result["oracle_val"]
+        lines += ["", f"Ceiling, on the val streams: one decode per annotation at its own time (an oracle; "
+                  f"{o['decodes_per_s']:.3f} decodes/s) gives CIDEr {o['exact']:.3f} exact / {o['pooled']:.3f} pooled "
+                  f"against {o['uniform_1hz']:.3f} for uniform 1 Hz there ({100 * o['exact'] / o['uniform_1hz']:.1f} % / "
+                  f"{100 * o['pooled'] / o['uniform_1hz']:.1f} %)." if o["uniform_1hz"] else ""]
     return "\n".join(lines)
 
 
@@ -90,7 +104,9 @@ def log_to_mlflow(result: dict, out: Path, tracking_uri: str) -> str:
                          "streams.config_hash": result["streams"]["config_hash"][:12]})
         mlflow.log_params({"rates": ",".join(f"{r:g}" for r in result["protocol"]["rates"]),
                            "tolerance": result["protocol"]["tolerance"], "n_test": result["protocol"]["n_test"],
-                           "online.threshold": result["online"]["chosen_threshold"]})
+                           "online.threshold": result["online"]["chosen_threshold"],
+                           "online.hysteresis": result["online"].get("chosen_hysteresis"),
+                           "online.min_len": result["online"].get("chosen_min_len")})
         for curve, entry in result["savings"].items():
             if entry["savings"] is not None:
                 mlflow.log_metric(f"savings/{curve.replace('/', '_')}", entry["savings"])

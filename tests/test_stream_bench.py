@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from flows.stream_bench import MemoDecoder, StreamBenchConfig, savings, summarise
+from flows.stream_bench import MemoDecoder, StreamBenchConfig, online, savings, summarise
 
 
 def _curve(scores_by_rate: dict[float, list[float]], decodes_by_rate: dict[float, list[int]], n_pairs: int = 3):
@@ -62,6 +62,36 @@ def test_memo_decoder_decodes_each_distinct_embedding_once():
     emb = np.array([[1.0, 0.0], [2.0, 0.0], [1.0, 0.0], [3.0, 0.0]], dtype=np.float32)
     assert memo(emb) == ["t1", "t2", "t1", "t3"] and memo.decoded == 3 and fake.calls == [2, 1]
     assert memo(emb[:2]) == ["t1", "t2"] and memo.decoded == 3  # nothing new to decode
+
+
+def _spiky_stream(name: str):
+    """Four 5 s segments (2 Hz windows), each one direction with one outlier window in its middle."""
+    from vljepa.streaming import Stream
+
+    words = ["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]
+    embeddings = np.zeros((40, 5), dtype=np.float32)
+    for k in range(4):
+        embeddings[10 * k : 10 * k + 10, k] = 1.0
+        embeddings[10 * k + 5] = np.eye(5, dtype=np.float32)[4]  # the outlier: one window of noise
+    return Stream(name, np.arange(40) * 0.5 + 0.25, embeddings, [(5.0 * k + 2.5, words[k]) for k in range(4)],
+                  duration=20.0)
+
+
+def test_the_online_trigger_is_tuned_on_val_over_threshold_hysteresis_and_min_len():
+    words = ["alpha beta", "gamma delta", "epsilon zeta", "eta theta", "noise noise"]
+
+    def decode(embeddings):
+        return [words[int(np.argmax(e))] for e in np.asarray(embeddings)]
+
+    cfg = StreamBenchConfig(thresholds=(0.5,), triggers=((1, 1), (3, 3)))
+    val, test = [_spiky_stream("v0"), _spiky_stream("v1")], [_spiky_stream("t0")]
+    out = online(val, test, decode, cfg, val_reference=0.0)
+    assert [(r["hysteresis"], r["min_len"]) for r in out["val"]] == [(1, 1), (3, 3)]
+    jumpy, steady = out["val"]
+    assert jumpy["decodes"] > steady["decodes"] == 8  # (1, 1) decodes every outlier; (3, 3) once per segment
+    assert (out["chosen_hysteresis"], out["chosen_min_len"]) == (3, 3) and out["test"]["decodes"] == 4
+    assert (out["test"]["hysteresis"], out["test"]["min_len"]) == (3, 3)
+    assert out["latency_s"]["max"] == pytest.approx(1.0)  # max(hysteresis, min_len) - 1 = 2 windows of 0.5 s
 
 
 @pytest.mark.slow  # ~70 s alone (generation, training, evaluation, sweeps), twice

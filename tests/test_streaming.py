@@ -279,3 +279,17 @@ def test_stream_cli_needs_a_source_or_the_benchmark(tmp_path, capsys):
         with pytest.raises(SystemExit) as exited:
             main([*argv, "--state-dir", str(tmp_path)])
         assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_annotation_oracle_decodes_once_per_caption_over_the_stretch_halfway_to_its_neighbours():
+    from vljepa.streaming import Stream, annotation_points
+
+    times = np.arange(10) * 0.5 + 0.25  # windows at 2 Hz over 5 s
+    embeddings = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
+    stream = Stream("s", times, embeddings, [(1.0, "a"), (3.0, "b"), (4.5, "c")], duration=5.0)
+    exact = annotation_points(stream, pool=False)
+    assert [p.time for p in exact] == [1.0, 3.0, 4.5]
+    assert [(p.start, p.end) for p in exact] == [(0.0, 2.0), (2.0, 3.75), (3.75, 5.0)]
+    assert [float(p.embedding[0]) for p in exact] == [1.0, 5.0, 8.0]  # the window nearest each time (ties: earlier)
+    pooled = annotation_points(stream, pool=True)
+    assert [float(p.embedding[0]) for p in pooled] == [1.5, 5.0, 8.0]  # the means of windows 0-3, 4-6, 7-9

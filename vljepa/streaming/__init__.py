@@ -8,6 +8,7 @@ from vljepa.streaming.online import OnlineTrigger, OnlineTriggerConfig, run_trig
 from vljepa.streaming.segment import segment_bounds, ward_segments
 from vljepa.streaming.selective import (
     DecodePoint,
+    annotation_points,
     Stream,
     SweepRow,
     match_nearest_in_time,
@@ -20,7 +21,7 @@ from vljepa.streaming.selective import (
 )
 
 __all__ = [
-    "DecodePoint", "OnlineTrigger", "OnlineTriggerConfig", "Stream", "SweepRow", "match_nearest_in_time",
+    "DecodePoint", "OnlineTrigger", "annotation_points", "OnlineTriggerConfig", "Stream", "SweepRow", "match_nearest_in_time",
     "online_points", "run_trigger", "savings_factor", "segment_bounds", "sweep", "uniform_count",
     "uniform_points", "ward_points", "ward_segments",
 ]

@@ -165,6 +165,16 @@ def score_points(streams: Sequence[Stream], points: Sequence[Sequence[DecodePoin
     return cider(*matched_pairs(streams, points, decode)), sum(len(p) for p in points)
 
 
+def annotation_points(stream: Stream, *, pool: bool = True) -> list[DecodePoint]:
+    """An oracle that knows where the annotations are: one decode per ground-truth caption, at its
+    time, standing for the stretch halfway to its neighbours. No strategy that decodes at the
+    annotations' rate can place its decodes better, so its CIDEr bounds what such a rate can reach."""
+    times = [float(t) for t, _ in stream.captions]
+    start = float(stream.times[0]) - _half_stride(stream)
+    cuts = [start] + [0.5 * (a + b) for a, b in zip(times, times[1:])] + [start + stream.duration]
+    return [DecodePoint(t, _pooled(stream, lo, hi, t, pool), lo, hi) for t, lo, hi in zip(times, cuts, cuts[1:])]
+
+
 def strategy_points(stream: Stream, method: str, rate_hz: float, *, pool: bool = True) -> list[DecodePoint]:
     """``uniform`` at ``rate_hz``, or ``ward`` with as many segments as uniform decoding would make."""
     if method == "uniform":
