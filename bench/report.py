@@ -89,6 +89,9 @@ def tasks_table(main_job: Path = MAIN_JOB) -> list[str]:
         return f"| {task} | {metric} | {' / '.join(shown)}{value_note} | {chance_text} | {paper} |"
 
     r, h, v, e = "retrieval/", "hard_negatives/", "vqa/", "embedding_space/"
+    beams = saved.get("num_beams", 3)  # runs before the decoder study's choice: text-only, beam 3
+    decoder = (f"y-decoder on texts + predictions, {'greedy' if beams == 1 else f'beam {beams}'}"
+               if saved["decoder"].get("training") == "text+predicted" else f"y-decoder, beam {beams}")
     return [
         "| task | metric | VL-JEPA `small` | chance | paper (not comparable¹) |", "|---|---|---|---|---|",
         row("retrieval", "text→video R@1 / R@5 / R@10", [f"{r}t2v_r1", f"{r}t2v_r5", f"{r}t2v_r10"],
@@ -97,7 +100,7 @@ def tasks_table(main_job: Path = MAIN_JOB) -> list[str]:
             formats=[".3f", "g"]),
         row("classification (4 templates averaged)", "top-1 / top-5", ["classification/top1", "classification/top5"],
             "46.4 % top-1 (8-dataset avg, BASE)"),
-        row("captioning (y-decoder, beam 3)", "CIDEr / BLEU-4 / ROUGE-L",
+        row(f"captioning ({decoder})", "CIDEr / BLEU-4 / ROUGE-L",
             ["captioning/cider", "captioning/bleu4", "captioning/rouge_l"], "14.8 CIDEr (controlled comparison) ³",
             formats=[".2f", ".3f", ".3f"], chance_note=" ²"),
         row("VQA by candidate similarity", "accuracy", [f"{v}accuracy"], "GQA 60.8 % (SFT)"),
@@ -336,7 +339,8 @@ def import_run(state_dir: Path, out: Path = MAIN_JOB, *, command: str, commit: s
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(evaluation.parent / evaluation.name.removesuffix("-eval") / "test_metrics.json", out)
     saved = _load(evaluation / "results.json")
-    keep = {k: saved[k] for k in ("metrics", "chance", "n_test", "timings_s", "decoder", "skipped") if k in saved}
+    keep = {k: saved[k] for k in ("metrics", "chance", "n_test", "timings_s", "decoder", "num_beams", "skipped")
+            if k in saved}
     (out / "results.json").write_text(json.dumps(keep, indent=2, sort_keys=True) + "\n")
     (out / "provenance.json").write_text(json.dumps({"command": command, "commit": commit,
                                                      "model": evaluation.name.removesuffix("-eval")}, indent=2) + "\n")
