@@ -311,7 +311,10 @@ def compare_table(folder: Path = ABLATIONS) -> list[str]:
 TABLES: dict[str, Callable[[], list[str]]] = {"results": results_table, "tasks": tasks_table, "bench": bench_table,
                                               "base-sft": base_sft_table, "gpu-check": gpu_check_table,
                                               "live-stream": live_stream_table, "selective": selective_table,
-                                              "decoder-study": decoder_study_table, "ablations": ablations_table,
+                                              "decoder-study": decoder_study_table,
+                                              "decoder-study-main-job": lambda: decoder_study_table(
+                                                  ROOT / "docs" / "results" / "decoder-study-main-job"),
+                                              "ablations": ablations_table,
                                               "compare": compare_table}
 
 
