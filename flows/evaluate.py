@@ -242,7 +242,8 @@ def run_evaluation(checkpoint_dir: str | Path, db_path: str | Path, test_cache: 
     chance = {f"{r.task}/{k}": float(v) for r in results for k, v in r.chance.items()}
     timings["total"] = time.perf_counter() - started
     summary = {"metrics": metrics, "chance": chance, "out_dir": str(out), "timings_s": timings,
-               "decoder": decoder_info, "num_beams": cfg.num_beams, "plots": [str(p) for p in pngs], "n_test": len(test),
+               "decoder": decoder_info, "num_beams": cfg.num_beams, "plots": [str(p) for p in pngs],
+               "n_test": len(test),
                "skipped": dict(skipped or {})}
     (out / "results.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if run_id is not None:

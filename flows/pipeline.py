@@ -150,7 +150,8 @@ def evaluate_suite(run: RunConfig, layout: StateLayout, checkpoint_dir: str, tes
             return {**saved["summary"], "reused": True}
     summary = run_evaluation(checkpoint_dir, layout.manifest, test.path, data.corpus_dir, run_id,
                              tracking_uri=layout.tracking_uri, labels=data.labels, skipped=data.skipped,
-                             train_cache=train.path, cfg=EvalConfig(registered_model=run.registered_model, tasks=data.tasks,
+                             train_cache=train.path,
+                             cfg=EvalConfig(registered_model=run.registered_model, tasks=data.tasks,
                                             dataset=data.dataset))
     stamp.write_text(json.dumps({"key": key, "summary": summary}, indent=2, default=str))
     return summary

@@ -84,10 +84,11 @@ def markdown(result: dict) -> str:
               f"a segment's start to its decode: median {lat['p50']:.1f} s, p95 {lat['p95']:.1f} s, max {lat['max']:.1f} s."]
     if "oracle_val" in result:
         o = result["oracle_val"]
+        share = (f" ({100 * o['exact'] / o['uniform_1hz']:.1f} % / {100 * o['pooled'] / o['uniform_1hz']:.1f} %)"
+                 if o["uniform_1hz"] else "")
         lines += ["", f"Ceiling, on the val streams: one decode per annotation at its own time (an oracle; "
                   f"{o['decodes_per_s']:.3f} decodes/s) gives CIDEr {o['exact']:.3f} exact / {o['pooled']:.3f} pooled "
-                  f"against {o['uniform_1hz']:.3f} for uniform 1 Hz there ({100 * o['exact'] / o['uniform_1hz']:.1f} % / "
-                  f"{100 * o['pooled'] / o['uniform_1hz']:.1f} %)." if o["uniform_1hz"] else ""]
+                  f"against {o['uniform_1hz']:.3f} for uniform 1 Hz there{share}."]
     return "\n".join(lines)
 
 

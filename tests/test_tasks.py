@@ -195,7 +195,8 @@ def test_the_y_decoder_trains_on_the_predictors_outputs_for_the_training_clips(t
 
     monkeypatch.setattr(vljepa.decoder_train, "train_decoder", spy)
     cfg = EvalConfig(decoder_steps=2, decoder_predicted_max=3)
-    _, small = ensure_decoder(model, Path(run["checkpoint_dir"]), run["db_path"], tmp_path / "a", cfg, run["train_cache"])
+    checkpoint = Path(run["checkpoint_dir"])
+    _, small = ensure_decoder(model, checkpoint, run["db_path"], tmp_path / "a", cfg, run["train_cache"])
     embeddings, captions = seen["extra"]
     want = predict(model, torch.from_numpy(first.tokens.astype(np.float32)))  # stage 1: query-free
     assert torch.allclose(embeddings, want, atol=1e-5) and len(captions) == 3 and small["n_predicted"] == 3
