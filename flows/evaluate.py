@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.loaders import decoder_texts, load_state_tokens, load_task_data, load_vocabulary
+from vljepa.decoder_config import DECODER_TRAINING
 from vljepa.files import content_key_sha256, file_sha256
 
 ALL_TASKS = ("retrieval", "classification", "captioning", "vqa", "hard_negatives", "world_prediction")
-# How the y-decoder trains (``flows.decoder_study``): on the training texts' y-encoder embeddings
-# only, or on those plus the predictor's own embeddings of training clips paired with their captions.
-DECODER_TRAINING = ("text", "text+predicted")
 
 
 @dataclass(frozen=True, kw_only=True)

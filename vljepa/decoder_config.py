@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+# What the y-decoder trains on (``flows.evaluate.ensure_decoder``, ``flows.decoder_study``): the
+# training texts' y-encoder embeddings only, or those plus the predictor's own embeddings of
+# training clips paired with their captions.
+DECODER_TRAINING = ("text", "text+predicted")
 
 @dataclass(frozen=True, kw_only=True)
 class YDecoderConfig:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from flows.cli.common import ConfigError, add_state_arguments
-from flows.evaluate import DECODER_TRAINING
+from vljepa.decoder_config import DECODER_TRAINING
 
 HELP = ("run every task of the paper on a trained checkpoint (a BASE or an SFT model) on the held-out "
         "test split; with --run-id, log into that MLflow run and register the model")
