@@ -74,7 +74,8 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     from vljepa.decoder_train import train_decoder
     from vljepa.tasks.common import frames_per_token_group
 
-    if cfg.decoder_train == "text+predicted" and train_cache is None:
+    with_predictions = cfg.decoder_train == "text+predicted"
+    if with_predictions and train_cache is None:
         raise ValueError("the y-decoder trains on the predictor's outputs for training clips "
                          "(EvalConfig.decoder_train='text+predicted'): give train_cache, the train split's token "
                          "cache, or set decoder_train='text' for a text-only decoder")
@@ -85,7 +86,7 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
     if dcfg.device.startswith("cuda") and not model.cfg.train.device.startswith("cuda"):
         dcfg = dataclasses.replace(dcfg, device=model.cfg.train.device)  # the model's machine has no GPU
     data = (f"text+predicted:{Path(train_cache).resolve().name}:{cfg.decoder_predicted_max}"
-            if cfg.decoder_train == "text+predicted" else "text")
+            if with_predictions else "text")
     key = content_key_sha256(file_sha256(checkpoint_dir / "model.safetensors") + dcfg.to_json() + data)
     decoder_dir = out_dir / "decoder"
     stamp = decoder_dir / "source.json"
@@ -93,7 +94,7 @@ def ensure_decoder(model, checkpoint_dir: Path, db_path: Path, out_dir: Path, cf
         info = json.loads(stamp.read_text())
         return load_decoder(decoder_dir), {**info, "reused": True}
     extra = None
-    if cfg.decoder_train == "text+predicted":
+    if with_predictions:
         x_encoder = model.cfg.x_encoder
         train = load_task_data(db_path, train_cache, "train", num_frames=x_encoder.num_frames,
                                tubelet_size=frames_per_token_group(x_encoder), dataset=cfg.dataset,

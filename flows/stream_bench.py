@@ -128,6 +128,13 @@ def pair_scores(streams, points, decode) -> tuple[list[np.ndarray], list[int]]:
     return np.split(scores, np.cumsum([len(s.captions) for s in streams])[:-1]), [len(p) for p in points]
 
 
+def score(streams, points, decode) -> dict:
+    """Mean CIDEr over every matched pair of ``streams``, the decodes and the decodes per second."""
+    scores, counts = pair_scores(streams, points, decode)
+    return {"cider": float(np.concatenate(scores).mean()), "decodes": sum(counts),
+            "decodes_per_s": sum(counts) / sum(s.duration for s in streams)}
+
+
 def sweep_curves(streams, decode, rates) -> dict[str, dict[float, tuple[list[np.ndarray], list[int]]]]:
     """Per curve ("ward/pooled", ...) and rate: per-stream pair scores and decode counts."""
     from vljepa.streaming.selective import strategy_points
@@ -182,18 +189,17 @@ def online(streams_val, streams_test, decode, cfg: StreamBenchConfig, val_refere
     def run(streams, threshold, hysteresis, min_len):
         trigger = OnlineTriggerConfig(threshold=threshold, hysteresis=hysteresis, min_len=min_len)
         results = [online_points(s, trigger) for s in streams]
-        scores, counts = pair_scores(streams, [r[0] for r in results], decode)
         latency = [lat for r in results for lat in r[1]]
         return {"threshold": threshold, "hysteresis": hysteresis, "min_len": min_len,
-                "cider": float(np.concatenate(scores).mean()), "decodes": sum(counts),
-                "decodes_per_s": sum(counts) / sum(s.duration for s in streams), "latency_windows": latency}
+                **score(streams, [r[0] for r in results], decode), "latency_windows": latency}
 
     val = [run(streams_val, t, h, m) for h, m in cfg.triggers for t in cfg.thresholds]
     good = [r for r in val if r["cider"] >= (1 - cfg.tolerance) * val_reference]
     chosen = min(good, key=lambda r: r["decodes_per_s"]) if good else max(val, key=lambda r: r["cider"])
     test = run(streams_test, chosen["threshold"], chosen["hysteresis"], chosen["min_len"])
     lat_s = np.array(test.pop("latency_windows"), dtype=float) * cfg.stride / cfg.fps
-    return {"val": [{k: v for k, v in r.items() if k != "latency_windows"} for r in val], "val_reference": val_reference,
+    return {"val": [{k: v for k, v in r.items() if k != "latency_windows"} for r in val],
+            "val_reference": val_reference,
             "chosen_threshold": chosen["threshold"], "chosen_hysteresis": chosen["hysteresis"],
             "chosen_min_len": chosen["min_len"], "chosen_on_val_within_tolerance": bool(good), "test": test,
             "latency_s": {"mean": float(lat_s.mean()), "p50": float(np.median(lat_s)),
@@ -206,12 +212,10 @@ def oracle(streams, decode, reference: float) -> dict:
     (uniform 1 Hz, pooled, on the same streams)."""
     from vljepa.streaming import annotation_points
 
-    out = {"uniform_1hz": reference}
-    for pool in (False, True):
-        scores, counts = pair_scores(streams, [annotation_points(s, pool=pool) for s in streams], decode)
-        out["pooled" if pool else "exact"] = float(np.concatenate(scores).mean())
-        out["decodes_per_s"] = sum(counts) / sum(s.duration for s in streams)
-    return out
+    exact, pooled = (score(streams, [annotation_points(s, pool=pool) for s in streams], decode)
+                     for pool in (False, True))
+    return {"uniform_1hz": reference, "exact": exact["cider"], "pooled": pooled["cider"],
+            "decodes_per_s": exact["decodes_per_s"]}
 
 
 def model_key(checkpoint: Path) -> str:
@@ -242,7 +246,7 @@ def run_stream_bench(cfg: StreamBenchConfig, *, progress: bool = True) -> dict:
     key = model_key(checkpoint)
     val, _ = embed_streams(model, encoder, root, [r for r in records if r["split"] == "val"], cfg, key)
     test, compute = embed_streams(model, encoder, root, [r for r in records if r["split"] == "test"], cfg, key)
-    val_uniform = float(np.concatenate(pair_scores(val, [uniform_points(s, 1.0) for s in val], decode)[0]).mean())
+    val_uniform = score(val, [uniform_points(s, 1.0) for s in val], decode)["cider"]
     curves = sweep_curves(test, decode, cfg.rates)
     result = {"streams": {"preset": cfg.streams, "dir": str(root), "config_hash": corpus["config_hash"],
                           "statistics": corpus["statistics"], "paper": corpus["paper"]},
