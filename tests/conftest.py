@@ -26,3 +26,12 @@ def tiny_model(tiny_cfg):
 
     torch.manual_seed(0)
     return build_model(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_state() -> dict:
+    """The tiny main-job state, built once per test session: corpus, manifest, token caches, a trained
+    model and its MLflow run (``tests.tiny_run.tiny_run``). Read-only: a test that changes it copies it."""
+    from tests.tiny_run import tiny_run
+
+    return tiny_run()
