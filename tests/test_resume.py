@@ -8,19 +8,29 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.services import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 DRIVER = textwrap.dedent("""
-    import os, sys, time
+    import os, sys
     import numpy as np
     from vljepa.config import get_preset, replace
+    def pause_after_step(step_to_pause):
+        # After that step (0-based; rank 0 only) say PAUSED on stdout and block on stdin: the test
+        # kills the run at a known point between two checkpoints.
+        def log_step(step, row):
+            if step_to_pause is not None and step == int(step_to_pause):
+                print(f"PAUSED after step {step}", flush=True)
+                sys.stdin.read()
+        return log_step
+
     from vljepa.data import TokenTextDataset
     from vljepa.train import train
 
@@ -39,23 +49,43 @@ DRIVER = textwrap.dedent("""
     rng = np.random.default_rng(0)
     texts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cube", "ring")]
     data = TokenTextDataset([str(i) for i in range(20)], rng.standard_normal((20, 8, 32)).astype(np.float16), texts)
-    delay = float(os.environ.get("STEP_DELAY", "0"))
-    train(cfg, data, sys.argv[1], progress=False, log_step=lambda step, row: time.sleep(delay))
+    train(cfg, data, sys.argv[1], progress=False, log_step=pause_after_step(os.environ.get("PAUSE_AFTER_STEP")))
 """)
 
 
-def run_driver(tmp_path: Path, out: Path, delay: float = 0.0, skip: str = "") -> subprocess.Popen:
+def run_driver(tmp_path: Path, out: Path, pause_after: int | None = None, skip: str = "") -> subprocess.Popen:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO), "SKIP_RESTORE": skip}
-    return subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=REPO,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SKIP_RESTORE": skip}
+    if pause_after is not None:
+        env["PAUSE_AFTER_STEP"] = str(pause_after)
+    return subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=REPO, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def wait_until_paused(proc: subprocess.Popen) -> None:
+    """Read the driver's output until it says it is paused (it blocks there until killed)."""
+    seen = []
+    for line in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
+        seen.append(line.decode(errors="replace"))
+        if line.startswith(b"PAUSED after step"):
+            return
+    raise AssertionError("the run ended before its pause point:\n" + "".join(seen)[-3000:])
+
+
 STREAM_DRIVER = textwrap.dedent("""
-    import os, sys, time
+    import os, sys
     from pathlib import Path
     import torch
+    def pause_after_step(step_to_pause):
+        # After that step (0-based; rank 0 only) say PAUSED on stdout and block on stdin: the test
+        # kills the run at a known point between two checkpoints.
+        def log_step(step, row):
+            if step_to_pause is not None and step == int(step_to_pause):
+                print(f"PAUSED after step {step}", flush=True)
+                sys.stdin.read()
+        return log_step
+
     from preprocessing.stream import StreamComponent, StreamData, StreamPlan, load_items
     from vljepa.config import get_preset, replace
     from vljepa.distributed import init_distributed, resolve_env, shutdown
@@ -69,23 +99,27 @@ STREAM_DRIVER = textwrap.dedent("""
     cfg = replace(get_preset("tiny"), **{"train.max_steps": 12, "train.checkpoint_every": 3, "train.num_threads": 1,
                                          "train.batch_size": 8, "train.num_workers": 2, "train.shuffle_buffer": 8})
     dist = init_distributed(resolve_env())
-    delay = float(os.environ.get("STEP_DELAY", "0"))
     data = StreamData(plan, load_items(plan), num_workers=2, shuffle_buffer=8)
-    train(cfg, data, sys.argv[1], progress=False, dist=dist, log_step=lambda step, row: time.sleep(delay))
+    train(cfg, data, sys.argv[1], progress=False, dist=dist,
+          log_step=pause_after_step(os.environ.get("PAUSE_AFTER_STEP")))
     shutdown(dist)
 """)
 
 
-def run_ranks(tmp_path: Path, out: Path, plan_json: Path, port: int, delay: float = 0.0) -> list[subprocess.Popen]:
+def run_ranks(tmp_path: Path, out: Path, plan_json: Path, port: int,
+              pause_after: int | None = None) -> list[subprocess.Popen]:
     """2 gloo ranks (torchrun's variables), each in its own session so a SIGKILL takes its workers too."""
     script = tmp_path / "stream_driver.py"
     script.write_text(STREAM_DRIVER)
     procs = []
     for rank in range(2):
-        env = {**os.environ, "STEP_DELAY": str(delay), "PYTHONPATH": str(REPO), "RANK": str(rank), "WORLD_SIZE": "2",
+        env = {**os.environ, "PYTHONPATH": str(REPO), "RANK": str(rank), "WORLD_SIZE": "2",
                "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        if pause_after is not None:
+            env["PAUSE_AFTER_STEP"] = str(pause_after)
         procs.append(subprocess.Popen([sys.executable, str(script), str(out), str(plan_json)], env=env, cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True))
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
     return procs
 
 
@@ -106,21 +140,19 @@ def test_streamed_training_2_ranks_x_2_workers_resumes_bit_exact_after_sigkill(t
                   make_source(tmp_path / "data", "b", 15, shard_size=4, weight=0.3, shape=(8, 32), noise=True)]
     plan_json = tmp_path / "plan.json"
     plan_json.write_text(json.dumps({"components": [dataclasses.asdict(c) for c in components], "token_shape": [8, 32]}))
-    wait_all(run_ranks(tmp_path, tmp_path / "straight", plan_json, 29611))
-    killed = run_ranks(tmp_path, tmp_path / "killed", plan_json, 29612, delay=0.5)
-    deadline = time.time() + 120
-    while not (tmp_path / "killed" / "checkpoints" / "step-00000006").exists():
-        assert all(p.poll() is None for p in killed) and time.time() < deadline, "ranks ended before step 6"
-        time.sleep(0.05)
-    time.sleep(0.7)  # mid-way between checkpoints 6 and 9
+    wait_all(run_ranks(tmp_path, tmp_path / "straight", plan_json, free_port()))
+    # Rank 0 pauses after step 7 (0-based), between checkpoints 6 and 9; rank 1 waits in the next step's
+    # all-reduce. Then both, and their DataLoader workers, are killed.
+    killed = run_ranks(tmp_path, tmp_path / "killed", plan_json, free_port(), pause_after=7)
+    wait_until_paused(killed[0])
     for proc in killed:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before the kill"
-    wait_all(run_ranks(tmp_path, tmp_path / "killed", plan_json, 29613))
+    wait_all(run_ranks(tmp_path, tmp_path / "killed", plan_json, free_port()))
 
     summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
-    assert summary["resumed_from"] in (6, 9) and summary["data"]["loader"] == "stream"
+    assert summary["resumed_from"] == 6 and summary["data"]["loader"] == "stream"
     straight = json.loads((tmp_path / "straight" / "train_summary.json").read_text())
     assert summary["data"]["drawn"] == straight["data"]["drawn"] and sum(straight["data"]["drawn"].values()) == 96
     weights_a, losses_a = final_state(tmp_path / "straight")
@@ -139,14 +171,10 @@ def final_state(out: Path) -> tuple[dict[str, torch.Tensor], list[float]]:
 
 
 def kill_and_resume(tmp_path: Path, out: Path, skip: str = "") -> dict:
-    """Start the driver, SIGKILL it between its 2nd and 3rd checkpoints, resume it (forgetting the
-    ``skip`` state, for the controls); the resumed run's train_summary.json."""
-    killed = run_driver(tmp_path, out, delay=0.5)
-    deadline = time.time() + 90
-    while not (out / "checkpoints" / "step-00000006").exists():
-        assert killed.poll() is None and time.time() < deadline, "driver ended before its 2nd checkpoint"
-        time.sleep(0.05)
-    time.sleep(0.7)  # land between checkpoints: after step 7 or so, before step 9's checkpoint
+    """Start the driver, SIGKILL it between its 2nd and 3rd checkpoints (paused after step 7, 0-based),
+    resume it (forgetting the ``skip`` state, for the controls); the resumed run's train_summary.json."""
+    killed = run_driver(tmp_path, out, pause_after=7)
+    wait_until_paused(killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (out / "model.safetensors").exists(), "the run finished before the kill"
@@ -162,7 +190,7 @@ def test_sigkill_mid_training_then_resume_is_bit_exact(tmp_path):
     straight = run_driver(tmp_path, tmp_path / "straight")
     assert straight.wait(timeout=120) == 0, straight.stdout.read().decode()
     summary = kill_and_resume(tmp_path, tmp_path / "killed")
-    assert summary["resumed_from"] in (6, 9)
+    assert summary["resumed_from"] == 6
     weights_a, losses_a = final_state(tmp_path / "straight")
     weights_b, losses_b = final_state(tmp_path / "killed")
     assert len(losses_a) == 12 and losses_a == losses_b  # the same loss curve, bit for bit
