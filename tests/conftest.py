@@ -35,3 +35,13 @@ def tiny_state() -> dict:
     from tests.tiny_run import tiny_run
 
     return tiny_run()
+
+
+@pytest.fixture(scope="session")
+def services_env(tmp_path_factory):
+    """Local Prefect + MLflow (infra/up.sh on free ports, a temporary state dir), started once per test
+    session for every module that talks to them; the environment their clients need."""
+    from tests.services import local_services
+
+    with local_services(tmp_path_factory.mktemp("services")) as env:
+        yield env

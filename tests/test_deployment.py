@@ -10,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import local_services
-
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory):
-    with local_services(tmp_path_factory.mktemp("services")) as env:
-        yield env
+def services(services_env):
+    return services_env
 
 
 def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.CompletedProcess:
@@ -62,6 +59,7 @@ def test_deployment_run_completes_and_registers_a_model(services):
     assert "test/t2v_r1" in report.stdout and "MLflow UI" in report.stdout
 
 
+@pytest.mark.slow
 def test_sft_deployment_continues_from_the_stage1_model(services):
     """sft/full through the worker and the submitit launcher, from the VL-JEPA_BASE that pretrain/full
     left in the state dir (the deployment's default ``init_from="base"``)."""

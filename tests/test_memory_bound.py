@@ -131,6 +131,7 @@ def test_streamed_training_peak_rss_growth_is_under_an_eighth_of_the_cache(cache
                                        f"{cache_bytes / 2**20:.0f} MiB cache: more than an eighth of it")
 
 
+@pytest.mark.slow
 def test_in_memory_training_on_the_same_cache_grows_past_its_size(caches, tmp_path):
     """The control: the path that reads the cache into memory does show the cache in its RSS."""
     plan, cache_dir, cache_bytes = caches("parquet")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.browser import dump_dom, dump_dom_until, require_chromium, screenshot
-from tests.services import local_services
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +22,9 @@ METRICS = {"eval/retrieval/t2v_r1": 0.625, "eval/classification/top1": 0.4, "eva
 
 
 @pytest.fixture(scope="module")
-def mlflow_service(tmp_path_factory):
+def mlflow_service(services_env):
     require_chromium()
-    with local_services(tmp_path_factory.mktemp("ui-services")) as env:
-        yield f"http://127.0.0.1:{env['VLJEPA_MLFLOW_PORT']}", env
+    return f"http://127.0.0.1:{services_env['VLJEPA_MLFLOW_PORT']}", services_env
 
 
 def test_evaluate_deployment_is_created(mlflow_service):

@@ -62,6 +62,7 @@ def test_the_readmes_two_rank_command_trains_and_finishes(state):
     assert "Conflicting lock" not in logs
 
 
+@pytest.mark.slow
 def test_a_three_rank_job_on_the_same_manifest(state, tmp_path):
     # the tiny preset's global batch of 8 does not split over 3 ranks: the batch policy trains at 6
     out = vljepa(["vljepa", "train", "--stage", "pretrain", "--preset", "tiny", "--launcher", "local", "--nproc", "3",
