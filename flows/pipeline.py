@@ -36,13 +36,25 @@ def train_phase(cfg: VLJepaConfig, run: RunConfig, layout: StateLayout, data: Ph
 
     # Ranks change how a batch is split (and, when it does not divide, the effective batch): part of the key.
     ranks = () if run.nproc == 1 else (f"nproc={run.nproc}",)
-    out = layout.models / f"{name}-{content_key(cfg.to_json(), data.key, *ranks)}"
+    out = layout.models / f"{name}-{content_key(model_key_config(cfg, layout), data.key, *ranks)}"
     found = TrainSummary.load(out)
     if found is not None:
         return found
     spec = TrainDataSpec(db_path=str(layout.manifest), plan=data.plan)
     return launch(cfg, spec, out, launcher=run.launcher, folder=layout.submitit, progress=run.progress,
                   local_tasks=run.nproc).result()
+
+
+def model_key_config(cfg: VLJepaConfig, layout: StateLayout) -> str:
+    """The config as it enters a model's content key. A model it starts from that lives in this state
+    dir's ``models/`` is named by its own content key (its directory name), not by its absolute path, so
+    the same run in another (or a copied, or moved) state dir finds the same key."""
+    init_from = cfg.train.init_from
+    if init_from and Path(init_from).parent.resolve() == layout.models.resolve():
+        data = cfg.to_dict()
+        data["train"]["init_from"] = f"models/{Path(init_from).name}"
+        return json.dumps(data, sort_keys=True)
+    return cfg.to_json()
 
 
 @dataclass(frozen=True)
