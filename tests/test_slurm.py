@@ -66,7 +66,7 @@ def allocations(job_id: str, env: dict[str, str], timeout: float = 60) -> list[d
             return rows
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} not ended after {timeout:.0f} s: {rows}")
-        time.sleep(1)
+        time.sleep(1)  # the poll's interval: sacct's answer decides
 
 
 def job_log(state: str, job_id: str, suffix: str = "0_log.err") -> str:
@@ -129,6 +129,8 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 1.0) -> None:
+    """Poll ``predicate`` (a file, a job state) every ``every`` s: the condition, not the interval, decides;
+    ``timeout`` only turns a hang into a failure."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
