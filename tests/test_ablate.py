@@ -2,6 +2,7 @@
 verdicts (by hand), the tables, and a tiny sweep end to end through MLflow."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from vljepa.ablations import PROTOCOLS, Protocol, Sweep, Variant, protocol_confi
 from vljepa.config import get_preset
 from vljepa.predictor import selected_layers
 from vljepa.recipes import stage_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("preset", ["small", "paper", "tiny"])
@@ -168,42 +171,88 @@ def test_tiny_sweep_end_to_end_through_mlflow(tmp_path):
     assert len(again) == 4  # not logged twice
 
 
-def test_slurm_array_path_submits_one_batch(tmp_path, monkeypatch):
-    """launch_array submits every (variant, seed) in one executor.batch(); here through submitit's
-    local executor standing in for Slurm (same submission code path, no cluster)."""
-    import submitit
+# Stand-ins for Slurm's two commands (the real scheduler is tests/test_slurm.py's). ``sbatch`` records the
+# script it is given and answers as Slurm does; ``srun`` runs its command with srun's own options dropped
+# and its --output / --error patterns filled in from the task's environment, as Slurm fills them.
+FAKE_SBATCH = """#!{python}
+import json, sys
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"argv": sys.argv[1:], "script": open(sys.argv[-1]).read()}}) + "\\n")
+print("Submitted batch job 4242")
+"""
+FAKE_SRUN = """#!{python}
+import os, subprocess, sys
+args, logs = sys.argv[1:], {{}}
+while args[0].startswith("--"):
+    flag = args.pop(0)
+    if flag in ("--output", "--error"):
+        path = args.pop(0)
+        for pattern, var in (("%A", "SLURM_ARRAY_JOB_ID"), ("%a", "SLURM_ARRAY_TASK_ID"), ("%j", "SLURM_JOB_ID"),
+                             ("%t", "SLURM_PROCID")):
+            path = path.replace(pattern, os.environ[var])
+        logs[flag] = path
+with open(logs["--output"], "a") as out, open(logs["--error"], "a") as err:
+    sys.exit(subprocess.call(args, stdout=out, stderr=err))
+"""
+
+
+def test_launch_array_submits_one_slurm_array_whose_tasks_train_their_own_variant(tiny_state, tmp_path, monkeypatch):
+    """launch_array gives Slurm one sbatch script of a job array, one task per variant (what makes a
+    sweep one array, not N jobs), and array task i trains variant i into its own directory.
+
+    Without Slurm: the stand-in ``sbatch`` keeps the script; the test then plays slurmd and runs each
+    array task as Slurm would: that script, with the task's SLURM_* environment."""
+    import os
+    import re
+    import subprocess
+    import sys
 
     from flows import launch as launch_mod
-    from flows.data import prepare_data
-    from flows.resolve import RunConfig
+    from flows.job import TrainDataSpec
+    from vljepa.config import VLJepaConfig
 
-    run = RunConfig(preset="tiny", state_dir=str(tmp_path / "state"), progress=False)
-    data = prepare_data(run.model_config(), run.layout(), progress=False)
-    batches = []
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.jsonl"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("srun", FAKE_SRUN)):
+        (bin_dir / name).write_text(text.format(python=sys.executable, log=str(log)))
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
-    def local_executor(cfg, launcher, folder, **_):
-        assert launcher == "slurm"
-        executor = submitit.AutoExecutor(folder=str(tmp_path / "jobs" / "%j"), cluster="local")
-        executor.update_parameters(timeout_min=10, tasks_per_node=1, nodes=1)
-        real_batch = executor.batch
-
-        def batch(*a, **k):
-            batches.append(1)
-            return real_batch(*a, **k)
-
-        executor.batch = batch
-        return executor
-
-    monkeypatch.setattr(launch_mod, "make_executor", local_executor)
+    # The session's tiny state, read only: its manifest and train cache are what the jobs train on.
+    spec = TrainDataSpec(db_path=str(tiny_state["db_path"]), train_cache=str(tiny_state["train_cache"]))
     base = get_preset("tiny")
     predictor = sweeps(base)["predictor"]
-    jobs = [(variant_config(base, v, predictor), data.spec(), tmp_path / v.name) for v in predictor.variants
-            if v.name in ("layers-8-16", "causal")]
-    launched = launch_mod.launch_array(jobs, folder=tmp_path / "jobs")
-    summaries = [job.result() for job in launched]
-    assert batches == [1] and len(launched) == 2
-    assert all((tmp_path / v).joinpath("model.safetensors").is_file() for v in ("layers-8-16", "causal"))
-    assert all(s.steps > 0 for s in summaries)
+    variants = {v.name: variant_config(base, v, predictor) for v in predictor.variants
+                if v.name in ("layers-8-16", "causal")}
+    assert variants["layers-8-16"] != variants["causal"]  # the attention mask differs: a swap would show
+    launched = launch_mod.launch_array([(cfg, spec, tmp_path / name) for name, cfg in variants.items()],
+                                       folder=tmp_path / "jobs")
+
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 1  # one submission for the whole sweep
+    script = calls[0]["script"]
+    array = re.search(r"^#SBATCH --array=0-(\d+)(%\d+)?$", script, re.MULTILINE)
+    assert array and int(array[1]) == len(variants) - 1, script
+    assert [job.job_id for job in launched] == ["4242_0", "4242_1"]  # the array's tasks, in the order given
+
+    (tmp_path / "task.sh").write_text(script)
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLURM_", "SUBMITIT_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                                         "MASTER_ADDR", "MASTER_PORT")}
+    for task in range(len(variants)):
+        env = {**clean, "PYTHONPATH": str(REPO), "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": str(task),
+               "SLURM_JOB_ID": str(4243 + task), "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+               "SLURM_NTASKS": "1", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost"}
+        done = subprocess.run(["bash", str(tmp_path / "task.sh")], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:] + "".join(
+            p.read_text()[-3000:] for p in (tmp_path / "jobs").glob(f"4242_{task}/*_log.err"))
+
+    for (name, cfg), job in zip(variants.items(), launched):
+        summary = job.result()  # the array task's own result, read back through submitit
+        assert summary.checkpoint_dir == str(tmp_path / name) and summary.steps > 0
+        saved = VLJepaConfig.from_json((tmp_path / name / "config.json").read_text())
+        assert saved == cfg, name  # each task trained its own variant's config
+        assert (tmp_path / name / "model.safetensors").is_file()
 
 
 def test_y_encoder_without_projection_head():
