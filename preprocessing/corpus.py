@@ -340,9 +340,9 @@ def generate_corpus(cfg: CorpusConfig, out_dir: str | Path, *, progress: bool = 
                          n_reused=len(plans) - len(todo), config_hash=cfg.config_hash())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m preprocessing.corpus") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m preprocessing.corpus",
+        prog=prog,
         description="Generate the procedural video-language corpus: H.264 clips of coloured shapes that move, "
                     "grow or shrink, with captions, labels and VQA pairs. Re-running is idempotent.",
         epilog="writes OUT/videos/clip_NNNNNN.mp4, OUT/annotations.jsonl, OUT/annotations.csv and OUT/corpus.json; "
@@ -367,9 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: parse flags into a ``CorpusConfig``, run ``generate_corpus`` and print a summary."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, prog: str = "python -m preprocessing.corpus") -> int:
+    """CLI: parse flags into a ``CorpusConfig``, run ``generate_corpus`` and print a summary.
+
+    ``prog`` names the command in usage and error lines (``vljepa corpus`` when run through ``flows.cli``).
+    """
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(CorpusConfig) if getattr(args, f.name) is not None}
     started = time.perf_counter()

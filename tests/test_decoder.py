@@ -48,13 +48,13 @@ def test_the_y_encoder_stays_frozen_while_the_decoder_trains(trained):
         assert torch.equal(a, b), name
 
 
-def _reference_greedy(decoder, embedding: torch.Tensor) -> str:
+def _reference_greedy(decoder, embedding: torch.Tensor, max_new_tokens: int | None = None) -> str:
     """Greedy decoding written independently of ``generate``: no KV cache, no beams, the whole
     sequence re-run at every step, the arg-max token appended until EOS or the length limit."""
     tokens: list[int] = []
     with torch.no_grad():
         prefix = decoder.prefix(embedding[None].to(decoder.device))  # (1, P, H)
-        for _ in range(decoder.cfg.max_length):
+        for _ in range(max_new_tokens or decoder.cfg.max_length):
             steps = decoder.lm.embed_tokens(torch.tensor([tokens], dtype=torch.long)) if tokens else prefix[:, :0]
             hidden = decoder.lm(inputs_embeds=torch.cat([prefix, steps], dim=1)).last_hidden_state
             token = int(decoder._logits(hidden[:, -1]).argmax(-1))
@@ -62,6 +62,41 @@ def _reference_greedy(decoder, embedding: torch.Tensor) -> str:
                 break
             tokens.append(token)
     return decoder.to_text(tokens)
+
+
+def _reference_beam(decoder, embedding: torch.Tensor, num_beams: int, max_new_tokens: int) -> str:
+    """Beam search written independently of ``generate``: no KV cache, no batching, every beam's whole
+    sequence re-run at each step. Per step the ``2 * num_beams`` best continuations in score order: one
+    ending in EOS, or any at the length limit, is finished with its log-probability over (tokens + 1);
+    the others continue until ``num_beams`` do. Stops once ``num_beams`` have finished; the best wins."""
+    with torch.no_grad():
+        prefix = decoder.prefix(embedding[None].to(decoder.device))  # (1, P, H)
+
+        def next_logprobs(tokens: list[int]) -> torch.Tensor:  # (V,)
+            steps = decoder.lm.embed_tokens(torch.tensor([tokens], dtype=torch.long)) if tokens else prefix[:, :0]
+            hidden = decoder.lm(inputs_embeds=torch.cat([prefix, steps], dim=1)).last_hidden_state
+            return decoder._logits(hidden[:, -1])[0].log_softmax(-1)
+
+        beams: list[tuple[float, list[int]]] = [(0.0, [])]
+        finished: list[tuple[float, list[int]]] = []
+        for step in range(max_new_tokens):
+            candidates = []
+            for score, tokens in beams:
+                top = (score + next_logprobs(tokens)).topk(2 * num_beams)
+                candidates += [(float(v), tokens, int(t)) for v, t in zip(top.values, top.indices)]
+            candidates.sort(key=lambda c: -c[0])
+            beams = []
+            for score, tokens, token in candidates[: 2 * num_beams]:
+                if token == decoder.eos_local or step == max_new_tokens - 1:
+                    text = tokens + ([] if token == decoder.eos_local else [token])
+                    finished.append((score / (len(text) + 1), text))
+                    continue
+                beams.append((score, tokens + [token]))
+                if len(beams) == num_beams:
+                    break
+            if len(finished) >= num_beams:
+                break
+    return decoder.to_text(max(finished)[1])
 
 
 def test_beam_search_returns_texts_and_beam_one_is_greedy(trained):
@@ -237,6 +272,7 @@ def test_smollm2_full_vocabulary_imports_the_whole_table_and_trains():
 
     cfg = YDecoderConfig(num_layers=1, prefix_len=2, shared_dim=16, vocab="full")
     codec = HFCodec(smollm2_dir())
+    torch.manual_seed(0)
     decoder = YDecoder(cfg, decoder_vocab(cfg, [], codec), codec)
     decoder.load_lm()
     table = read_safetensors(smollm2_dir() / "model.safetensors", ["model.embed_tokens.weight"])
@@ -245,8 +281,13 @@ def test_smollm2_full_vocabulary_imports_the_whole_table_and_trains():
     loss = decoder.loss(torch.randn(2, 16), ["a red circle", "a zebra crosses the road"])
     loss.backward()
     assert torch.isfinite(loss) and decoder.lm.embed_tokens.weight.grad.abs().sum() > 0
-    texts = decoder.eval().generate(torch.randn(2, 16), num_beams=2, max_new_tokens=3)
-    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    embedding = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    decoder.eval()
+    # Over the whole 49152-token table: the same texts as the references decoding one token at a time.
+    assert decoder.generate(embedding, num_beams=1, max_new_tokens=3) == [
+        _reference_greedy(decoder, e, max_new_tokens=3) for e in embedding]
+    assert decoder.generate(embedding, num_beams=2, max_new_tokens=3) == [
+        _reference_beam(decoder, e, num_beams=2, max_new_tokens=3) for e in embedding]
 
 
 def test_extra_pairs_train_beside_the_texts_and_extend_the_vocabulary():

@@ -81,14 +81,6 @@ def test_local_executor_gets_an_int_timeout(tmp_path):
     assert executor._executor.parameters["timeout_min"] >= 60
 
 
-def test_requeue_resubmits_the_same_job_which_resumes_from_checkpoints():
-    from flows.launch import TrainJob
-
-    args = ("{}", "spec", "/runs/x", False, None)
-    delayed = TrainJob().checkpoint(*args)
-    assert isinstance(delayed.function, TrainJob) and delayed.args == args
-
-
 @pytest.fixture
 def tiny_state(tmp_path) -> dict:
     """A 16-clip manifest (imported without probing) and a random token cache of its train split."""
@@ -117,6 +109,61 @@ def tiny_state(tmp_path) -> dict:
                               tokens=rng.standard_normal((16, 8, 32)).astype(np.float16),
                               timestamps=np.zeros((16, 2)), encoder_id="tiny", metadata={})
     return {"db": db, "cache": cache, "corpus": corpus, "tmp": tmp_path}
+
+
+class _Preempted(Exception):
+    """Stands for the signal that ends a Slurm allocation between two checkpoints."""
+
+
+def test_requeue_resubmits_the_same_job_which_resumes_from_checkpoints(tiny_state, monkeypatch):
+    """A job stopped after its step-4 checkpoint is requeued as submitit does (``TrainJob.checkpoint`` →
+    DelayedSubmission, run with the same arguments): it resumes at step 4 and ends with the weights and
+    losses of a run never stopped (cosine lr, 2 shuffled batches per epoch: forgetting the optimiser,
+    the schedule or the data order would show)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import vljepa.train
+    from flows.job import TrainDataSpec
+    from flows.launch import TrainJob
+
+    cfg = replace(get_preset("tiny"), **{"train.max_steps": 6, "train.checkpoint_every": 2, "train.batch_size": 8,
+                                         "train.schedule": "cosine", "train.warmup_steps": 1, "train.num_threads": 1})
+    spec = TrainDataSpec(db_path=str(tiny_state["db"]), train_cache=str(tiny_state["cache"]))
+    stopped, straight = tiny_state["tmp"] / "stopped", tiny_state["tmp"] / "straight"
+    args = (cfg.to_json(), spec, str(stopped), False, None)
+
+    updates = []
+    apply_update = vljepa.train.apply_update
+
+    def preempted_in_step_5(*a, **kw):
+        if len(updates) == 4:  # steps 1-4 done and checkpointed at 2 and 4; the signal comes during step 5
+            raise _Preempted
+        updates.append(1)
+        return apply_update(*a, **kw)
+
+    monkeypatch.setattr(vljepa.train, "apply_update", preempted_in_step_5)
+    with pytest.raises(_Preempted):
+        TrainJob()(*args)
+    monkeypatch.setattr(vljepa.train, "apply_update", apply_update)
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert not (stopped / "model.safetensors").exists()
+
+    delayed = TrainJob().checkpoint(*args)
+    assert isinstance(delayed.function, TrainJob) and delayed.args == args
+    resumed = delayed.function(*delayed.args, **delayed.kwargs)
+    baseline = TrainJob()(cfg.to_json(), spec, str(straight), False, None)
+
+    assert (resumed.resumed_from, resumed.steps, len(resumed.history)) == (4, 6, 6)
+    assert baseline.resumed_from is None and baseline.steps == 6
+    assert json.loads((stopped / "train_summary.json").read_text())["resumed_from"] == 4
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in baseline.history]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in baseline.history]
+    weights, expected = load_file(str(stopped / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected), "resumed weights differ from the straight run"
+    initial = load_file(str(stopped / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert not all(torch.equal(initial[k], expected[k]) for k in expected)  # steps 5-6 did train
 
 
 def test_sft_samples_from_the_manifest(tiny_state):

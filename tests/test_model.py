@@ -103,14 +103,38 @@ def test_partition_check_catches_a_wrong_freeze(tiny_model):
         check_partition(tiny_model)
 
 
+def _llama_layer(hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int) -> int:
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)  # q, o: heads; k, v: kv_heads; no biases
+    return attention + 3 * hidden * intermediate + 2 * hidden  # gate/up/down + 2 RMSNorms
+
+
 def test_paper_preset_builds_on_meta_with_paper_sizes():
+    """The counts the code gives equal the architectures' sizes worked out from their shapes."""
     from vljepa.params import parameter_counts
 
-    counts = parameter_counts(get_preset("paper"))
-    # Paper: ~490M trainable predictor (8 Llama-3.2-1B layers + projections), ViT-L 304M, 300M y-encoder.
-    assert 480e6 < counts["predictor"]["trainable"] < 500e6
-    assert 300e6 < counts["x_encoder"]["total"] < 310e6 and counts["x_encoder"]["trainable"] == 0
-    assert 295e6 < counts["y_encoder"]["total"] < 315e6
+    paper = get_preset("paper")
+    counts = parameter_counts(paper)
+    # Predictor: 8 Llama-3.2-1B layers (H 2048, MLP 8192, 32 heads / 8 KV of 64) + final norm, the visual
+    # projection from ViT-L's 1024 and the projection to the 1536-d space; the 128256-row token table is frozen.
+    lm = paper.predictor.lm
+    assert (lm.hidden_size, lm.intermediate_size, lm.num_attention_heads, lm.num_key_value_heads, lm.head_dim,
+            lm.vocab_size, paper.predictor.num_layers, paper.shared_dim) == (2048, 8192, 32, 8, 64, 128256, 8, 1536)
+    trainable = 8 * _llama_layer(2048, 8192, 32, 8, 64) + 2048 + (1024 * 2048 + 2048) + (2048 * 1536 + 1536)
+    assert counts["predictor"] == {"trainable": trainable, "total": trainable + 128256 * 2048}
+    assert counts["predictor"] == {"trainable": 491_820_544, "total": 754_488_832}  # the paper's "~490M trainable"
+    # X-encoder: V-JEPA 2 ViT-L/16, tubelets of 2 frames (Conv3d 3->1024, 2x16x16), 24 pre-norm blocks
+    # (qkv and MLP 4x with biases, 2 LayerNorms), a final LayerNorm; RoPE has no parameters. All frozen.
+    block = 2 * 2048 + (1024 * 3072 + 3072) + (1024 * 1024 + 1024) + (1024 * 4096 + 4096) + (4096 * 1024 + 1024)
+    vit_l = (3 * 2 * 16 * 16 * 1024 + 1024) + 24 * block + 2048
+    assert counts["x_encoder"] == {"total": vit_l, "trainable": 0} == {"total": 303_885_312, "trainable": 0}
+    # Y-encoder: EmbeddingGemma-300M's Gemma 3 (H 768, 24 layers, 3 heads / 1 KV of 256, MLP 1152, per-head q/k
+    # norms and 4 RMSNorms per layer, 262144-row table) + the 768 -> 1536 projection; all trainable (lr x0.05).
+    gemma_layer = 768 * 256 * (2 * 3 + 2 * 1) + 2 * 256 + 3 * 768 * 1152 + 4 * 768
+    gemma = 262144 * 768 + 24 * gemma_layer + 768
+    y_total = gemma + 768 * 1536 + 1536
+    assert counts["y_encoder"] == {"total": y_total, "trainable": y_total} == {"total": 304_044_288,
+                                                                            "trainable": 304_044_288}
+    assert gemma == 302_863_104  # EmbeddingGemma-300M's transformer (308M with its sentence-transformers Dense layers)
 
 
 def test_config_round_trip_and_typos_fail(tiny_cfg):

@@ -234,19 +234,38 @@ def tiny_checkpoint(tiny_model, tmp_path):
     return save_checkpoint(tiny_model, tmp_path / "model")
 
 
-@pytest.mark.parametrize(("window", "allow", "shown"),
-                         [(None, False, "2 frames (1.0 s)"), (3, True, "3 frames (1.5 s)")])
-def test_stream_flow_windows_follow_the_checkpoint(tiny_checkpoint, tmp_path, monkeypatch, window, allow, shown):
+BANK = ["a red square", "a blue circle", "a green cross", "a white diamond"]
+
+
+# A 3 s clip sampled at 2 fps: 6 frames at 0, 0.5, ..., 2.5 s, a stream of 3.0 s, so uniform 1 Hz decodes 3 times
+# whatever the window. Windows (every frame) are centred at 0.25..2.25 s (2 frames: 5 windows) or 0.5..2.0 s
+# (3 frames: 4 windows); the 1 s intervals start half a stride (0.25 s) before the first centre, each decode pools
+# the windows centred inside its interval, and one that holds none (the last with 3 frames) takes the window
+# nearest its centre (2.75 s: the last, at 2.0 s).
+@pytest.mark.parametrize(("window", "allow", "shown", "intervals", "pooled"), [
+    (None, False, "2 frames (1.0 s)", [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)], [[0, 1], [2, 3], [4]]),
+    (3, True, "3 frames (1.5 s)", [(0.25, 1.25), (1.25, 2.25), (2.25, 3.25)], [[0, 1], [2, 3], [3]]),
+])
+def test_stream_flow_windows_follow_the_checkpoint(tiny_checkpoint, tmp_path, monkeypatch, window, allow, shown,
+                                                   intervals, pooled):
     """``vljepa stream`` without --window feeds the checkpoint's frame count (tiny: 2 frames = 1 s at 2 fps);
-    an accepted mismatch is warned about once."""
+    an accepted mismatch is warned about once; each caption is the bank's nearest to its pooled windows."""
     import warnings
+
+    import torch
+    import torch.nn.functional as F
 
     from flows.resolve import RunConfig
     from flows.stream import StreamConfig, stream_video
+    from preprocessing.decode import frames_to_tensor
+    from preprocessing.sampling import sample_fps
     from tests.media import make_h264
+    from vljepa.checkpoint import load_checkpoint
+    from vljepa.encoders import build_x_encoder
+    from vljepa.evaluate import text_embeddings
     from vljepa.streaming.embed import FrameMismatchWarning
 
-    monkeypatch.setattr("flows.loaders.caption_bank", lambda db: ["a red square", "a blue circle"])
+    monkeypatch.setattr("flows.loaders.caption_bank", lambda db: list(BANK))
     video = make_h264(tmp_path / "clip.mp4", 3)
     lines: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
@@ -257,8 +276,25 @@ def test_stream_flow_windows_follow_the_checkpoint(tiny_checkpoint, tmp_path, mo
                                            run=RunConfig(state_dir=str(tmp_path / "state"))), emit=lines.append)
     assert f"windows of {shown} every 1 (0.50 s)" in lines[0]
     assert sum(issubclass(w.category, FrameMismatchWarning) for w in caught) == (1 if allow else 0)
-    assert result.decodes == result.uniform_1hz_decodes >= 2
-    assert {text for _, _, text in result.captions} <= {"a red square", "a blue circle"}
+    assert (result.duration, result.decodes, result.uniform_1hz_decodes) == (3.0, 3, 3)
+    assert [bound for start, end, _ in result.captions for bound in (start, end)] == pytest.approx(
+        [bound for interval in intervals for bound in interval])
+
+    # The same captions by hand: each window encoded whole, predicted, pooled, matched by cosine against the bank.
+    model = load_checkpoint(tiny_checkpoint)
+    encoder = build_x_encoder(model.cfg.x_encoder)
+    clip = sample_fps(video, fps=2.0, size=encoder.spec.image_size)
+    assert clip.timestamps.tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    pixels = frames_to_tensor(clip.frames, encoder.spec.mean, encoder.spec.std)  # (6, 3, H, W)
+    span = window or model.cfg.x_encoder.num_frames
+    with torch.no_grad():
+        windows = F.normalize(torch.cat([model.predict(encoder.encode(pixels[i : i + span][None]))
+                                         for i in range(len(pixels) - span + 1)]), dim=-1)  # (W, D)
+    points = F.normalize(torch.stack([windows[group].mean(0) for group in pooled]), dim=-1)  # (3, D)
+    captions = sorted(BANK)
+    similarity = points @ text_embeddings(model, captions).T  # (3, len(BANK))
+    expected = [captions[i] for i in similarity.argmax(1).tolist()]
+    assert [text for _, _, text in result.captions] == expected
 
 
 def test_stream_cli_rejects_a_window_the_model_was_not_trained_on(tiny_checkpoint, tmp_path, capsys):

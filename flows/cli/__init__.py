@@ -18,7 +18,8 @@ COMMANDS = {
     "compare": "compare", "ablate": "ablate",
     "config": "info", "params": "info", "plan": "info", "report": "report", "deploy": "deploy",
 }
-# Sub-commands with a parser of their own in preprocessing/ (they take no model config).
+# Sub-commands with a parser of their own (they take no model config): ``main(argv, prog=...)``, so their
+# usage and error lines name ``vljepa NAME``.
 PASSTHROUGH = {
     "corpus": ("preprocessing.corpus", "generate the procedural video-language corpus"),
     "data": ("flows.cli.data", "manifest imports, data mixes and failures"),
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
-        return importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0
+        return importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:], prog=f"vljepa {argv[0]}") or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

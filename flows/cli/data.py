@@ -21,9 +21,9 @@ import sys
 from collections.abc import Sequence
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "vljepa data") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vljepa data", description="Manage the DuckDB data manifest: imports, data mixes, failures.",
+        prog=prog, description="Manage the DuckDB data manifest: imports, data mixes, failures.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
     parser.add_argument("--manifest", default=None, help="DuckDB manifest file (default: the state dir's, $VLJEPA_STATE_DIR or <repo>/.vljepa)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `vljepa data` with ``argv``; returns the exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "vljepa data") -> int:
+    """Run `vljepa data` with ``argv``; returns the exit code (``prog`` names it in usage lines)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     from flows.cli.common import json_mode
 
