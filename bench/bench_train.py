@@ -1,8 +1,8 @@
 """Training throughput, measured side by side in one run (ratios, not thresholds).
 
 1. A train step from cached frozen tokens vs the same step with the frozen x-encoder in the
-   loop (``train.mode = "live"``), ``small`` preset, same model and batch. Live decoding with
-   ffmpeg is timed separately (real corpus clips, if the main job's corpus exists).
+   loop (``train.mode = "live"``), ``small`` preset (``--preset``), same model and batch. Live
+   decoding with ffmpeg is timed separately (real corpus clips, if the main job's corpus exists).
 2. Train-step FLOP/s (counted by ``torch.utils.flop_counter``) vs a float32 matmul peak
    measured by this script on this machine with the same thread count.
 3. 2-process gloo DDP (1 thread each) vs 1 process (2 threads), samples/s, same global batch and
@@ -12,6 +12,10 @@
    such, not as a speed-up.
 
     PYTHONPATH=. .venv/bin/python bench/bench_train.py [--steps 3] [--batch 64] [--no-ddp] [--rounds 2]
+                                                       [--preset small]
+
+``--preset tiny`` runs every measurement on the unit tests' toy model: seconds instead of minutes,
+for checking that the bench runs (tests/test_bench_modules.py); its ratios say nothing about ``small``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ COLOURS = ["red", "green", "blue", "yellow", "white", "orange", "purple"]
 SHAPES = ["circle", "square", "triangle", "star", "diamond"]
 
 
-def bench_config(batch: int, steps: int, threads: int):
-    return replace(get_preset("small"), **{"train.batch_size": batch, "train.max_steps": steps + 1,
+def bench_config(batch: int, steps: int, threads: int, preset: str = "small"):
+    return replace(get_preset(preset), **{"train.batch_size": batch, "train.max_steps": steps + 1,
                                            "train.warmup_steps": 1, "train.num_threads": threads})
 
 
@@ -105,13 +109,13 @@ def decode_seconds_per_batch(cfg, batch: int, sample: int = 8) -> float | None:
     return (time.perf_counter() - start) * batch / len(clips)
 
 
-def _ddp_worker(rank: int, init_file: str, out: str, batch: int, steps: int) -> None:
+def _ddp_worker(rank: int, init_file: str, out: str, batch: int, steps: int, preset: str) -> None:
     from vljepa.distributed import DistEnv, init_distributed, shutdown
     from vljepa.train import train
 
     ctx = init_distributed(DistEnv(rank=rank, world_size=2, source="explicit"), backend="gloo",
                            init_method=f"file://{init_file}")
-    cfg = bench_config(batch, steps, threads=1)
+    cfg = bench_config(batch, steps, threads=1, preset=preset)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, synthetic_tokens(cfg, 2 * batch), tmp, progress=False, dist=ctx)
     if rank == 0:
@@ -119,7 +123,8 @@ def _ddp_worker(rank: int, init_file: str, out: str, batch: int, steps: int) -> 
     shutdown(ctx)
 
 
-def ddp_vs_single(batch: int, steps: int, threads: int, rounds: int) -> dict[str, float | bool | list]:
+def ddp_vs_single(batch: int, steps: int, threads: int, rounds: int,
+                  preset: str = "small") -> dict[str, float | bool | list]:
     """2-rank DDP (1 thread each) vs 1 process (``threads`` threads), interleaved ``rounds`` times."""
     import torch.multiprocessing as mp
 
@@ -127,13 +132,14 @@ def ddp_vs_single(batch: int, steps: int, threads: int, rounds: int) -> dict[str
 
     single_s: list[float] = []
     ddp_s: list[float] = []
-    cfg = bench_config(batch, steps, threads)
+    cfg = bench_config(batch, steps, threads, preset)
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             single_s.append(step_seconds(train(cfg, synthetic_tokens(cfg, 2 * batch), tmp, progress=False)))
         with tempfile.TemporaryDirectory() as tmp:
             result_file = Path(tmp) / "ddp.json"
-            mp.spawn(_ddp_worker, args=(str(Path(tmp) / "init"), str(result_file), batch, steps), nprocs=2, join=True)
+            mp.spawn(_ddp_worker, args=(str(Path(tmp) / "init"), str(result_file), batch, steps, preset), nprocs=2,
+                     join=True)
             ddp_s.append(json.loads(result_file.read_text())["step_s"])
     single, ddp = statistics.median(single_s), statistics.median(ddp_s)
     ratio = single / ddp  # = DDP samples/s over 1-process samples/s: the same global batch
@@ -149,13 +155,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ddp", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of 1 process vs DDP")
+    parser.add_argument("--preset", default="small", help="the model timed (tiny: only to check the bench runs)")
     args = parser.parse_args(argv)
     from vljepa.encoders import build_x_encoder
     from vljepa.train import train
 
-    cfg = bench_config(args.batch, args.steps, args.threads)
+    cfg = bench_config(args.batch, args.steps, args.threads, args.preset)
     data = synthetic_tokens(cfg, 2 * args.batch)
-    out: dict[str, float | None] = {"batch": args.batch, "threads": args.threads}
+    out: dict[str, float | str | None] = {"preset": args.preset, "batch": args.batch, "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
         cached = train(cfg, data, Path(tmp) / "cached", progress=False)
         out["cached_step_s"] = step_seconds(cached)
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["step_flops_over_peak"] = total / out["cached_step_s"] / peak
 
     if not args.no_ddp:
-        out.update(ddp_vs_single(args.batch, args.steps, args.threads, args.rounds))
+        out.update(ddp_vs_single(args.batch, args.steps, args.threads, args.rounds, args.preset))
 
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
     return out

@@ -5,7 +5,9 @@ against ``ffmpeg -i CLIP -vf fps=F,scale,crop -f rawvideo -pix_fmt rgb24 - > /de
 and ``sample_uniform`` (16 frames, select pre-filter) against the raw command at the rate that
 gives 16 frames. Ratio = raw seconds / ours (1.0 = no overhead; goal >= 0.85). Best of N runs.
 
-    python bench/decode_throughput.py [--size 224] [--repeats 3]
+    python bench/decode_throughput.py [--size 224] [--repeats 3] [--clips N]
+
+``--clips N`` times only the first N real clips (default: all of them).
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=None, help="only the first N real clips (default: all)")
     args = parser.parse_args(argv)
+    if args.clips is not None and args.clips < 1:
+        parser.error("--clips must be >= 1 (the geometric mean needs a row)")
     print(f"{'clip':<18}{'mode':<14}{'frames':>7}{'raw s':>8}{'ours s':>8}{'ratio':>7}")
     rows = []
-    for path in real_clips():
+    for path in real_clips()[:args.clips]:
         info = probe_video(path)
         for mode, fps in (("fps=2", 2.0), ("fps=8", 8.0), ("uniform16", 16 / info.duration)):
             if mode == "uniform16":
