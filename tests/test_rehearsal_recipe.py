@@ -33,7 +33,12 @@ def _rehearse(tmp_path: Path, steps: list[str]) -> dict:
     return {"base": base, "sft": sft, "sft_eval": evaluation, "env": env, "eval_stdout": out.stdout}
 
 
-def _check(result: dict, steps_per_phase: int) -> None:
+# 5 test clips (R@1 and top-1 in fifths), 20 questions (VQA in twentieths); no task is skipped, so none is NaN.
+# Not pinned: figures pinned from one run failed in a later one here (cause not yet found).
+GRID = {"retrieval/t2v_r1": 5, "classification/top1": 5, "vqa/accuracy": 20, "world_prediction/accuracy": 5}
+
+
+def _check(result: dict, steps_per_phase: int, expected: dict[str, float] | None = None) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -51,16 +56,18 @@ def _check(result: dict, steps_per_phase: int) -> None:
     sft_saved = json.loads((Path(sft["checkpoint_dir"]) / "train_summary.json").read_text())
     assert sft["steps"] == steps_per_phase and sft_saved["batch_size"] == {"configured": 8, "effective": 6}
     assert json.loads((Path(sft["checkpoint_dir"]) / "config.json").read_text())["train"]["init_from"] == base["checkpoint_dir"]
-    for metrics in (base["suite_metrics"], _eval_metrics(result)):
-        for key in ("retrieval/t2v_r1", "classification/top1", "vqa/accuracy", "world_prediction/accuracy"):
-            assert key in metrics and (math.isnan(metrics[key]) or 0.0 <= metrics[key] <= 1.0), key
+    evaluation = json.loads(Path(result["sft_eval"]["out_dir"], "results.json").read_text())
+    assert base["skipped_tasks"] == {} and evaluation["skipped"] == {}
+    assert base["n_test"] == evaluation["n_test"] == 5
+    for metrics in (base["suite_metrics"], evaluation["metrics"]):
+        assert [key for key, value in metrics.items() if not math.isfinite(value)] == []
+        for key, n in GRID.items():
+            assert 0.0 <= metrics[key] <= 1.0 and metrics[key] * n == pytest.approx(round(metrics[key] * n)), key
+        if expected is not None:
+            assert {key: metrics[key] for key in expected} == pytest.approx(expected, abs=1e-6)
     mlflow.set_tracking_uri(result["env"]["MLFLOW_TRACKING_URI"])
     versions = MlflowClient().search_model_versions("name='vljepa'")
     assert {v.run_id for v in versions} >= {base["mlflow"]["run_id"], sft["mlflow_run_id"]}
-
-
-def _eval_metrics(result: dict) -> dict:
-    return json.loads(Path(result["sft_eval"]["out_dir"], "results.json").read_text())["metrics"]
 
 
 def test_rehearsal_one_step_of_each_phase_through_three_ranks(tmp_path):

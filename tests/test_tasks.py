@@ -152,8 +152,77 @@ def test_classification_with_templates_on_a_tiny_model():
     assert F.cosine_similarity(emb[0], emb[1], dim=0) < 0.9999
 
 
-def _lower_median(values: list[int]) -> float:
-    return float(sorted(values)[(len(values) - 1) // 2])  # torch's median: the lower middle value
+def _check_retrieval(ret: dict, n: int) -> None:
+    assert ret["details"] == {"t2v_ranks": [1, 1], "v2t_ranks": [2, 1]}
+    for prefix in ("t2v", "v2t"):
+        ranks = ret["details"][f"{prefix}_ranks"]
+        assert len(ranks) == ret["n"] == n
+        for k in (1, 5, 10):
+            assert ret["metrics"][f"{prefix}_r{k}"] == sum(r <= k for r in ranks) / n
+            assert ret["chance"][f"{prefix}_r{k}"] == min(k / n, 1.0)
+        lower_median = float(sorted(ranks)[(n - 1) // 2])  # torch's median: the lower middle value
+        assert ret["metrics"][f"{prefix}_median_rank"] == lower_median
+        assert ret["chance"][f"{prefix}_median_rank"] == (n + 1) / 2
+    assert (ret["metrics"]["t2v_r1"], ret["metrics"]["v2t_r1"]) == (1.0, 0.5)
+
+
+def _check_classification(cls: dict, n: int) -> None:
+    confusion = np.asarray(cls["details"]["confusion"])
+    assert confusion.shape == (35, 35) and confusion.sum() == cls["n"] == n and len(cls["details"]["labels"]) == 35
+    assert cls["metrics"]["top1"] == np.trace(confusion) / n == 0.0
+    assert cls["metrics"]["top1"] <= cls["metrics"]["top5"] <= 1.0
+    assert cls["chance"] == pytest.approx({"top1": 1 / 35, "top5": 5 / 35}, abs=1e-15)
+
+
+def _check_decoded_texts(cap: dict, trip: dict, n: int) -> None:
+    examples = cap["details"]["examples"]
+    assert len(examples) == cap["n"] == n and cap["details"]["decoded"] == [e["decoded"] for e in examples]
+    references = [[e["reference"]] for e in examples]
+    assert cap["metrics"] == pytest.approx(caption_scores([e["decoded"] for e in examples], references), abs=1e-12)
+    assert cap["chance"] == pytest.approx(caption_scores([e["reference"] for e in examples[::-1]], references),
+                                          abs=1e-12)  # two clips: "another clip's caption" is the other one's
+    pairs = trip["details"]["examples"]
+    assert len(pairs) == trip["n"] == n
+    assert {k: v for k, v in trip["metrics"].items() if k != "exact_match"} == pytest.approx(
+        caption_scores([d for _, d in pairs], [[r] for r, _ in pairs]), abs=1e-12)
+    assert trip["metrics"]["exact_match"] == sum(normalise(r) == normalise(d) for r, d in pairs) / n
+
+
+def _check_vqa(qa: dict, n: int) -> None:
+    rows, candidates = qa["details"]["examples"], qa["details"]["candidates"]
+    assert len(rows) == qa["n"] == 4 * n  # 4 questions per clip, all in the file
+    kinds = [" ".join(r["question"].split()[:2]) for r in rows]
+    assert qa["chance"]["accuracy"] == pytest.approx(np.mean([1 / len(candidates[k]) for k in kinds]))
+    assert qa["chance"]["accuracy"] == qa["chance"]["decoded_exact_match"] == 0.625
+    assert all(r["answer"] in candidates[k] for r, k in zip(rows, kinds))
+    exact = [normalise(r["decoded"]) == normalise(r["answer"]) for r in rows]
+    assert qa["metrics"]["decoded_exact_match"] == sum(exact) / len(rows)
+    per_kind = {k: qa["metrics"]["acc_" + k.replace(" ", "_")] for k in candidates}
+    assert qa["metrics"]["accuracy"] == pytest.approx(sum(per_kind[k] for k in kinds) / len(rows))
+    assert per_kind["how many"] == 1.0  # one candidate answer ("one")
+    assert qa["metrics"]["accuracy"] == 0.625
+
+
+def _check_hard_negatives(neg: dict) -> None:
+    counts = neg["details"]["counts"]
+    assert sum(counts.values()) == neg["n"] == len(neg["details"]["examples"]) == 4
+    for side, chance in (("text", 1 / 3), ("video", 1 / 2)):
+        assert neg["metrics"][f"{side}_accuracy"] == pytest.approx(
+            sum(neg["metrics"][f"{side}_{kind}"] * c for kind, c in counts.items()) / neg["n"])
+        assert neg["chance"][f"{side}_accuracy"] == chance
+        assert all(neg["chance"][f"{side}_{kind}"] == chance for kind in counts)
+    assert (neg["metrics"]["text_accuracy"], neg["metrics"]["video_accuracy"]) == (0.0, 0.25)
+
+
+def _check_embedding_space(space: dict, reference: dict) -> None:
+    # Unit vectors: mean squared distance = 2 - 2 mean cosine; the reference pairs each clip with another caption.
+    assert space["alignment"] == pytest.approx(2 - 2 * space["matched_cosine"], abs=1e-5)
+    assert reference["alignment"] == pytest.approx(2 - 2 * space["unmatched_cosine"], abs=1e-5)
+    assert reference["matched_cosine"] == space["unmatched_cosine"]
+    assert -1 <= space["matched_cosine"] <= 1 and -1 <= space["unmatched_cosine"] <= 1
+    assert 0 <= space["modality_gap"] <= 2  # centroids of unit vectors
+    assert space["uniformity_predicted"] <= 0 and space["uniformity_target"] <= 0
+    assert space["nn_agreement"] == reference["nn_agreement"] == 1.0  # 1 neighbour of 2
 
 
 def test_full_evaluation_on_a_tiny_checkpoint_via_the_manifest():
@@ -183,73 +252,12 @@ def test_full_evaluation_on_a_tiny_checkpoint_via_the_manifest():
                                                                     "world_prediction/motion_caption_accuracy"]
     n = summary["n_test"]
     assert n == 2
-
-    ret = tasks["retrieval"]
-    assert ret["details"] == {"t2v_ranks": [1, 1], "v2t_ranks": [2, 1]}
-    for prefix in ("t2v", "v2t"):
-        ranks = ret["details"][f"{prefix}_ranks"]
-        assert len(ranks) == ret["n"] == n
-        for k in (1, 5, 10):
-            assert ret["metrics"][f"{prefix}_r{k}"] == sum(r <= k for r in ranks) / n
-            assert ret["chance"][f"{prefix}_r{k}"] == min(k / n, 1.0)
-        assert ret["metrics"][f"{prefix}_median_rank"] == _lower_median(ranks)
-        assert ret["chance"][f"{prefix}_median_rank"] == (n + 1) / 2
-    assert summary["metrics"]["retrieval/t2v_r1"] == 1.0 and summary["metrics"]["retrieval/v2t_r1"] == 0.5
-
-    cls = tasks["classification"]
-    confusion = np.asarray(cls["details"]["confusion"])
-    assert confusion.shape == (35, 35) and confusion.sum() == cls["n"] == n and len(cls["details"]["labels"]) == 35
-    assert cls["metrics"]["top1"] == np.trace(confusion) / n == 0.0
-    assert cls["metrics"]["top1"] <= cls["metrics"]["top5"] <= 1.0
-    assert cls["chance"] == pytest.approx({"top1": 1 / 35, "top5": 5 / 35}, abs=1e-15)
-
-    cap = tasks["captioning"]
-    examples = cap["details"]["examples"]
-    assert len(examples) == cap["n"] == n and cap["details"]["decoded"] == [e["decoded"] for e in examples]
-    references = [[e["reference"]] for e in examples]
-    assert cap["metrics"] == pytest.approx(caption_scores([e["decoded"] for e in examples], references), abs=1e-12)
-    assert cap["chance"] == pytest.approx(caption_scores([e["reference"] for e in examples[::-1]], references),
-                                          abs=1e-12)  # two clips: "another clip's caption" is the other one's
-    trip = tasks["decoder_round_trip"]
-    pairs = trip["details"]["examples"]
-    assert len(pairs) == trip["n"] == n
-    assert {k: v for k, v in trip["metrics"].items() if k != "exact_match"} == pytest.approx(
-        caption_scores([d for _, d in pairs], [[r] for r, _ in pairs]), abs=1e-12)
-    assert trip["metrics"]["exact_match"] == sum(normalise(r) == normalise(d) for r, d in pairs) / n
-
-    qa = tasks["vqa"]
-    rows, candidates = qa["details"]["examples"], qa["details"]["candidates"]
-    assert len(rows) == qa["n"] == 4 * n  # 4 questions per clip, all in the file
-    kinds = [" ".join(r["question"].split()[:2]) for r in rows]
-    assert qa["chance"]["accuracy"] == pytest.approx(np.mean([1 / len(candidates[k]) for k in kinds]))
-    assert qa["chance"]["accuracy"] == qa["chance"]["decoded_exact_match"] == 0.625
-    assert all(r["answer"] in candidates[k] for r, k in zip(rows, kinds))
-    exact = [normalise(r["decoded"]) == normalise(r["answer"]) for r in rows]
-    assert qa["metrics"]["decoded_exact_match"] == sum(exact) / len(rows)
-    per_kind = {k: qa["metrics"]["acc_" + k.replace(" ", "_")] for k in candidates}
-    assert qa["metrics"]["accuracy"] == pytest.approx(sum(per_kind[k] for k in kinds) / len(rows))
-    assert per_kind["how many"] == 1.0  # one candidate answer ("one")
-    assert qa["metrics"]["accuracy"] == 0.625
-
-    neg = tasks["hard_negatives"]
-    counts = neg["details"]["counts"]
-    assert sum(counts.values()) == neg["n"] == len(neg["details"]["examples"]) == 4
-    for side, chance in (("text", 1 / 3), ("video", 1 / 2)):
-        assert neg["metrics"][f"{side}_accuracy"] == pytest.approx(
-            sum(neg["metrics"][f"{side}_{kind}"] * c for kind, c in counts.items()) / neg["n"])
-        assert neg["chance"][f"{side}_accuracy"] == chance
-        assert all(neg["chance"][f"{side}_{kind}"] == chance for kind in counts)
-    assert (neg["metrics"]["text_accuracy"], neg["metrics"]["video_accuracy"]) == (0.0, 0.25)
-
-    space = tasks["embedding_space"]["metrics"]
-    # Unit vectors: mean squared distance = 2 - 2 mean cosine; the reference pairs each clip with another caption.
-    assert space["alignment"] == pytest.approx(2 - 2 * space["matched_cosine"], abs=1e-5)
-    assert tasks["embedding_space"]["chance"]["alignment"] == pytest.approx(2 - 2 * space["unmatched_cosine"], abs=1e-5)
-    assert tasks["embedding_space"]["chance"]["matched_cosine"] == space["unmatched_cosine"]
-    assert -1 <= space["matched_cosine"] <= 1 and -1 <= space["unmatched_cosine"] <= 1
-    assert 0 <= space["modality_gap"] <= 2  # centroids of unit vectors
-    assert space["uniformity_predicted"] <= 0 and space["uniformity_target"] <= 0
-    assert space["nn_agreement"] == tasks["embedding_space"]["chance"]["nn_agreement"] == 1.0  # 1 neighbour of 2
+    _check_retrieval(tasks["retrieval"], n)
+    _check_classification(tasks["classification"], n)
+    _check_decoded_texts(tasks["captioning"], tasks["decoder_round_trip"], n)
+    _check_vqa(tasks["vqa"], n)
+    _check_hard_negatives(tasks["hard_negatives"])
+    _check_embedding_space(tasks["embedding_space"]["metrics"], tasks["embedding_space"]["chance"])
     for png in ("embedding_map.png", "confusion_matrix.png", "retrieval_ranks.png", "decoded_examples.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "| captioning | cider |" in (out / "summary.md").read_text()
