@@ -18,18 +18,23 @@ from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
-DRIVER = textwrap.dedent("""
-    import os, sys
-    import numpy as np
-    from vljepa.config import get_preset, replace
+# The step logger both drivers use: after that step (0-based; rank 0 only) say PAUSED on stdout and
+# block on stdin, so the test kills the run at a known point between two checkpoints.
+PAUSE = textwrap.dedent("""
+    import sys
+
     def pause_after_step(step_to_pause):
-        # After that step (0-based; rank 0 only) say PAUSED on stdout and block on stdin: the test
-        # kills the run at a known point between two checkpoints.
         def log_step(step, row):
             if step_to_pause is not None and step == int(step_to_pause):
                 print(f"PAUSED after step {step}", flush=True)
                 sys.stdin.read()
         return log_step
+""")
+
+DRIVER = PAUSE + textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from vljepa.config import get_preset, replace
 
     from vljepa.data import TokenTextDataset
     from vljepa.train import train
@@ -73,18 +78,10 @@ def wait_until_paused(proc: subprocess.Popen) -> None:
     raise AssertionError("the run ended before its pause point:\n" + "".join(seen)[-3000:])
 
 
-STREAM_DRIVER = textwrap.dedent("""
+STREAM_DRIVER = PAUSE + textwrap.dedent("""
     import os, sys
     from pathlib import Path
     import torch
-    def pause_after_step(step_to_pause):
-        # After that step (0-based; rank 0 only) say PAUSED on stdout and block on stdin: the test
-        # kills the run at a known point between two checkpoints.
-        def log_step(step, row):
-            if step_to_pause is not None and step == int(step_to_pause):
-                print(f"PAUSED after step {step}", flush=True)
-                sys.stdin.read()
-        return log_step
 
     from preprocessing.stream import StreamComponent, StreamData, StreamPlan, load_items
     from vljepa.config import get_preset, replace
