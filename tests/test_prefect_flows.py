@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -336,3 +337,26 @@ def test_decoder_study_on_the_tiny_checkpoint(tiny_state, tmp_path, capsys):
     assert result["chosen_on_val"] == {"variant": best_variant, "num_beams": best_beams,
                                        "cider_val": row[f"cider_val_beam{best_beams}"],
                                        "cider_test": row[f"cider_test_beam{best_beams}"]}
+
+
+class _Four(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(range(4))
+
+
+def test_a_forked_dataloader_worker_exits_cleanly_in_a_process_that_ran_a_flow(prefect_api):
+    """Prefect 3.8's at-exit drain fails in a forked child; ``flows.prefect_flows`` marks it drained.
+    Without that, both workers exit 1 and torch raises 'DataLoader worker ... exited unexpectedly'."""
+    from prefect import flow
+    from torch.utils.data import DataLoader
+
+    import flows.prefect_flows  # noqa: F401  (what every flow module imports first)
+
+    @flow(name="forked-loader")
+    def forked_loader() -> list[int]:
+        loader = DataLoader(_Four(), batch_size=None, num_workers=2, multiprocessing_context="fork")
+        return sorted(int(x) for x in loader)
+
+    assert forked_loader() == [0, 0, 1, 1, 2, 2, 3, 3]  # each worker yields the whole dataset
+    after = DataLoader(_Four(), batch_size=None, num_workers=2, multiprocessing_context="fork")
+    assert sorted(int(x) for x in after) == [0, 0, 1, 1, 2, 2, 3, 3]  # and after the flow, in the same process
