@@ -92,6 +92,29 @@ def signature():
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+# What loading the pyfunc imports: the project (its own dependencies come with it), the libraries its
+# weights load through, and MLflow's side. Pinned to what logged the model.
+SERVING_DISTRIBUTIONS = ("vljepa-pipeline", "torch", "transformers", "safetensors", "numpy", "pandas", "mlflow",
+                         "cloudpickle")
+
+
+def serving_requirements() -> list[str]:
+    """``NAME==VERSION`` for each of ``SERVING_DISTRIBUTIONS`` installed here (a local version label such
+    as torch's ``+cpu`` dropped: a GPU server installs its own build of the same release).
+
+    Given to MLflow rather than inferred: inference loads the model in a subprocess to see what it
+    imports (7 s a model on 2 cores) and, here, missed torch and transformers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in SERVING_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:  # e.g. the project run from a checkout it was not installed from
+            continue
+    return pins
+
+
 def log_pyfunc_model(checkpoint_dir: str, decoder_dir: str | None = None, *, name: str = "model",
                      tokens_example=None) -> str:
     """Log the checkpoint (+ y-decoder) as a pyfunc model in the active run; returns its model URI.
@@ -114,5 +137,6 @@ def log_pyfunc_model(checkpoint_dir: str, decoder_dir: str | None = None, *, nam
         artifacts=artifacts,
         input_example=example,
         signature=signature(),
+        pip_requirements=serving_requirements(),
     )
     return info.model_uri

@@ -138,6 +138,13 @@ print(json.dumps({{"embedding": [list(map(float, e)) for e in out["embedding"]],
     assert served["text"] == decoder.generate(expected, num_beams=2)
     assert len(served["text"]) == 2 and all(served["text"])
 
+    # The environment a server builds for it names what loading imports, at the versions that logged it.
+    from importlib.metadata import version
+
+    pins = Path(mlflow.pyfunc.get_model_dependencies("models:/vljepa@champion")).read_text().split()
+    assert {"torch==" + version("torch").split("+")[0], "transformers==" + version("transformers"),
+            "vljepa-pipeline==" + version("vljepa-pipeline"), "mlflow==" + version("mlflow")} <= set(pins), pins
+
 
 def test_a_model_evaluated_on_another_test_set_moves_no_alias(client):
     """A tiny model scoring 1.0 on its own 4-clip test split beside a small model (issue 18): it is
