@@ -6,7 +6,8 @@ video mixture at 16 frames (both in ``vljepa run``, which also evaluates and reg
 on the paper-proportion mix from BASE, then ``vljepa evaluate`` on SFT with registration. The
 rehearsal preset's batches (16, then 8) do not split over 3 ranks: they train at 15 and 6.
 
-The default run takes one step per phase; ``-m slow`` runs the recipe's own lengths.
+Both tests are ``slow`` (2 minutes for one step a phase, 3 ranks on 2 cores); the default tier keeps
+the rehearsal preset's own checks (test_rehearsal.py) and a 2-rank README run (test_multirank.py).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def _check(result: dict, steps_per_phase: int, expected: dict[str, float] | None
     assert {v.run_id for v in versions} >= {base["mlflow"]["run_id"], sft["mlflow_run_id"]}
 
 
+@pytest.mark.slow
 def test_rehearsal_one_step_of_each_phase_through_three_ranks(tmp_path):
     _check(_rehearse(tmp_path, ["--set", "train.max_steps=1"]), 1)
 
