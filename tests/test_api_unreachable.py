@@ -165,6 +165,7 @@ def test_submitit_training_job_completes_with_the_prefect_api_unreachable(tmp_pa
     assert_no_api_calls(records)
 
 
+@pytest.mark.slow  # ~30 s (a Ray of its own); the submitit case above is the default tier's
 def test_ray_preprocessing_completes_with_the_prefect_api_unreachable(tmp_path):
     pytest.importorskip("ray")
     from tests.media import make_h264

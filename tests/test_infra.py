@@ -110,6 +110,7 @@ def _http(url: str, body: dict | None = None) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+@pytest.mark.slow  # ~30 s: the services twice; every session that uses them runs up.sh and down.sh once
 @pytest.mark.timeout(600)
 def test_up_twice_then_down(tmp_path):
     state = tmp_path / "state"

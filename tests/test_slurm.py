@@ -5,8 +5,10 @@ preemption (``scontrol requeue``) and time-limit requeues resuming from the last
 ablation sweep as a job array, and ``pretrain/full`` through the Prefect worker.
 
 Skipped where Slurm is not installed or not root (``tests.services.slurm_unavailable``); infra/setup.sh
-installs it. The default tier runs the README's Slurm command and one requeue of a running job; the
-multi-task, bit-exact, time-limit, array and Prefect-worker jobs are ``slow``.
+installs it. The default tier runs one short job through the whole path: submitted, requeued while it
+trains, resumed from its checkpoint, its allocations read back from accounting (sacct). The README's Slurm
+command with its MLflow run, and the multi-task, bit-exact, time-limit, array and Prefect-worker jobs are
+``slow``.
 
 No verdict here depends on this machine's speed: a job that must be preempted trains toward a step count
 no machine reaches in its allocation, and the test ends it itself once it has seen what it checks.
@@ -92,6 +94,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
+@pytest.mark.slow
 def test_a_training_job_through_slurm_returns_and_is_tracked(env):
     command = readme_command("--launcher slurm --set slurm.partition=debug")
     assert command[:6] == ["vljepa", "train", "--stage", "pretrain", "--preset", "tiny"]
