@@ -103,6 +103,12 @@ class StateLayout:
         return self.mlflow_artifacts if self.tracking_uri.startswith("sqlite") else None
 
 
+def user_cache_dir() -> Path:
+    """What the project keeps per user, across state directories: ``$VLJEPA_CACHE`` or ``~/.cache/vljepa``
+    (converted weights, ``vljepa.weights.cache_root``; the empty MLflow store, ``flows.tracking_store``)."""
+    return Path(os.environ.get("VLJEPA_CACHE") or Path.home() / ".cache" / "vljepa").expanduser()
+
+
 def prefect_ui_url() -> str | None:
     """The Prefect UI that ``infra/env.sh`` exports, if any."""
     return os.environ.get("PREFECT_UI_URL") or None

@@ -7,7 +7,11 @@ instead of ``mlflow.set_tracking_uri``) and ``infra/up.sh`` (before the MLflow s
 store) run ``ensure_sqlite_store`` first:
 
 - a missing store is built under a temporary name and renamed into place, so a kill leaves at most
-  a temporary file (removed by the next call);
+  a temporary file (removed by the next call). It is a copy of an empty store at MLflow's head revision
+  that the first build migrates once per MLflow version into the user cache (``$VLJEPA_CACHE``, else
+  ``~/.cache/vljepa``; ``mlflow-store-<version>-<revision>.db``): the migrations take ~3 s, a copy
+  milliseconds. The copy holds no experiment: MLflow adds its ``Default`` one, with this store's artifact
+  location, when it first opens it, as it does after its own migrations;
 - a store whose schema is not MLflow's head revision and that holds no run is moved aside
   (``mlflow.db.broken-<time>``) and rebuilt, and the log says so;
 - a store with runs at an older revision is left alone: that is an upgrade (``mlflow db upgrade``),
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -59,7 +64,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(path: Path) -> None:
+def _migrate(path: Path) -> None:
+    """An empty store at ``path`` through MLflow's own migrations (a temporary name, then renamed)."""
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables
 
@@ -70,6 +76,41 @@ def _build(path: Path) -> None:
         _initialize_tables(engine)
     finally:
         engine.dispose()
+    os.replace(tmp, path)
+
+
+def empty_store(head: str) -> Path:
+    """The user cache's empty store at revision ``head``, migrated the first time it is asked for. Processes
+    that build it at once each write their own temporary file; the last rename wins, and each is whole."""
+    import mlflow
+
+    from flows.env import user_cache_dir
+
+    path = user_cache_dir() / f"mlflow-store-{mlflow.__version__}-{head}.db"
+    if not (path.is_file() and _state(path) == (head, 0)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # what a killed build left
+            if not _alive(int(stale.name.split(".")[-2])):
+                stale.unlink(missing_ok=True)
+        _migrate(path)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _build(path: Path, head: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch()  # from here on a kill leaves this temporary file and nothing under the store's name
+    shutil.copyfile(empty_store(head), tmp)
     os.replace(tmp, path)
 
 
@@ -88,14 +129,14 @@ def ensure_sqlite_store(tracking_uri: str) -> str | None:
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)  # what a killed build left
         if not path.exists():
-            _build(path)
+            _build(path, head)
             return f"created tracking store {path}"
         revision, runs = _state(path)
         if revision == head or runs:
             return None
         broken = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, broken)
-        _build(path)
+        _build(path, head)
         note = (f"tracking store {path} was half-made (schema {revision or 'none'}, MLflow's is {head}; no runs, "
                 f"likely a kill during its creation): moved to {broken.name} and rebuilt")
         print(f"[tracking] {note}", file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.tracking_store import ensure_sqlite_store
+from flows.tracking_store import _migrate, empty_store, ensure_sqlite_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ def create_then_die(engine):
     utils.InitialBase.metadata.create_all(engine)
     os.kill(os.getpid(), signal.SIGKILL)
 utils._initialize_tables = create_then_die
-from flows.tracking_store import ensure_sqlite_store
+from flows.tracking_store import _migrate, empty_store, ensure_sqlite_store
 ensure_sqlite_store(sys.argv[1])
 """
 
@@ -53,10 +54,14 @@ def _half_migrated(uri: str, *, with_run: bool) -> Path:
 
 def test_a_kill_inside_the_first_creation_leaves_nothing_half_made(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    out = subprocess.run([sys.executable, "-c", KILL_INSIDE_BUILD, uri], cwd=ROOT, capture_output=True, timeout=300)
+    # An empty user cache: this first build migrates the empty store there, and the kill lands inside it.
+    env = {**os.environ, "VLJEPA_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", KILL_INSIDE_BUILD, uri], cwd=ROOT, env=env, capture_output=True,
+                         timeout=300)
     assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
     assert not (tmp_path / "mlflow" / "mlflow.db").exists()  # the half-built file has a temporary name
     assert list((tmp_path / "mlflow").glob(".mlflow.db.*.tmp"))
+    assert not list((tmp_path / "cache").glob("mlflow-store-*.db"))  # nor is the cache's empty store there
     assert ensure_sqlite_store(uri) == f"created tracking store {tmp_path}/mlflow/mlflow.db"
     assert not list((tmp_path / "mlflow").glob(".mlflow.db.*.tmp"))
     assert _experiments(uri) == ["['Default']"]
@@ -86,3 +91,51 @@ def test_a_store_with_runs_is_never_rebuilt(tmp_path):
 
 def test_other_backends_are_not_touched():
     assert ensure_sqlite_store("http://127.0.0.1:5000") is None
+
+
+def _schema(path: Path) -> list[tuple]:
+    """Every table, index and row of a store; each statement's lines sorted: MLflow's migrations write the
+    runs table's CHECK constraints in a different order from one build to the next (a set's order)."""
+    con = sqlite3.connect(path)
+    try:
+        tables = sorted((kind, name, sorted((sql or "").replace(",", "").splitlines()))
+                        for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master"))
+        rows = {name: sorted(con.execute(f'SELECT * FROM "{name}"')) for kind, name, _ in tables if kind == "table"}
+        return [*tables, *sorted(rows.items())]
+    finally:
+        con.close()
+
+
+def test_new_stores_are_copies_of_one_migrated_empty_store(tmp_path, monkeypatch):
+    """The first store migrates the user cache's empty store; the next copies it. Each equals a store built
+    by MLflow's migrations, table by table and row by row, and MLflow opens it with its Default experiment."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    monkeypatch.setenv("VLJEPA_CACHE", str(tmp_path / "cache"))
+    migrated = tmp_path / "migrated.db"
+    _migrate(migrated)
+    first, second = f"sqlite:///{tmp_path}/a/mlflow.db", f"sqlite:///{tmp_path}/b/mlflow.db"
+    assert ensure_sqlite_store(first) is not None
+    template = empty_store(_get_latest_schema_revision())
+    assert template.parent == tmp_path / "cache" and template.is_file()
+    made = template.stat().st_mtime_ns
+    assert ensure_sqlite_store(second) is not None
+    assert template.stat().st_mtime_ns == made  # copied, not migrated again
+    for uri in (first, second):
+        assert _schema(Path(uri[len("sqlite:///"):])) == _schema(migrated)
+    assert _schema(template) == _schema(migrated)
+    assert _experiments(second) == ["['Default']"]
+
+
+def test_a_damaged_empty_store_in_the_cache_is_migrated_again(tmp_path, monkeypatch):
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    monkeypatch.setenv("VLJEPA_CACHE", str(tmp_path / "cache"))
+    template = empty_store(_get_latest_schema_revision())
+    template.write_bytes(b"not a database")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert ensure_sqlite_store(uri) == f"created tracking store {tmp_path}/mlflow.db"
+    assert _experiments(uri) == ["['Default']"]
+    migrated = tmp_path / "migrated.db"
+    _migrate(migrated)
+    assert _schema(template) == _schema(migrated)
