@@ -141,6 +141,7 @@ def test_a_failed_stage_is_rerun_alone(first_run, monkeypatch):
     assert again["metrics"] == result["metrics"]
 
 
+@pytest.mark.slow  # the default tier's submitit job: test_launch.py's, with its MLflow run
 def test_submitit_local_launcher_trains_in_a_subprocess(first_run, tmp_path):
     import os
 
