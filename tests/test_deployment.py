@@ -31,11 +31,18 @@ def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.
     return run
 
 
-def test_deployment_run_completes_and_registers_a_model(services):
-    env = services
+@pytest.fixture(scope="module")
+def pretrained(services):
+    """``vljepa deploy``, then ``prefect deployment run pretrain/full`` (tiny, the local launcher) through the
+    worker, once for this module: every test here reads what that run left, whichever tier selects it."""
+    subprocess.run([str(ROOT / ".venv" / "bin" / "vljepa"), "deploy"], cwd=ROOT, env=services, check=True, timeout=120)
+    run_deployment(services, "pretrain/full", preset="tiny", launcher="local")
+    return services
+
+
+def test_deployment_run_completes_and_registers_a_model(pretrained):
+    env = pretrained
     venv = ROOT / ".venv" / "bin"
-    subprocess.run([str(venv / "vljepa"), "deploy"], cwd=ROOT, env=env, check=True, timeout=120)
-    run_deployment(env, "pretrain/full", preset="tiny", launcher="local")
 
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -60,20 +67,20 @@ def test_deployment_run_completes_and_registers_a_model(services):
 
 
 @pytest.mark.slow
-def test_sft_deployment_continues_from_the_stage1_model(services):
+def test_sft_deployment_continues_from_the_stage1_model(pretrained):
     """sft/full through the worker and the submitit launcher, from the VL-JEPA_BASE that pretrain/full
     left in the state dir (the deployment's default ``init_from="base"``)."""
-    env = services
+    env = pretrained
     state = Path(env["VLJEPA_STATE_DIR"])
     base = sorted(p for p in (state / "models").glob("pretrain-video-tiny-*") if (p / "model.safetensors").is_file())
-    assert base, "run after test_deployment_run_completes_and_registers_a_model"
+    assert base, "pretrain/full left no VL-JEPA_BASE in the state dir"
     run_deployment(env, "sft/full", preset="tiny", max_steps="3")
     sft_configs = list((state / "runs").rglob("config.json"))
     assert any(json.loads(p.read_text())["train"]["init_from"] == str(base[-1]) for p in sft_configs), sft_configs
 
 
-def test_prefect_ui_shows_the_completed_flow_run(services):
-    """The Prefect UI's flow-run page (headless Chromium) for the pretrain/full run of the first test:
+def test_prefect_ui_shows_the_completed_flow_run(pretrained):
+    """The Prefect UI's flow-run page (headless Chromium) for the module's pretrain/full run:
     its name, the Completed state badge, the flow `pretrain`, its task runs; screenshot kept as
     tests/artifacts/prefect_flow_run.png. The UI uses history routing (/runs/flow-run/<id>, served
     by the Prefect server) and renders client-side after fetching from the API."""
@@ -84,14 +91,14 @@ def test_prefect_ui_shows_the_completed_flow_run(services):
     from tests.browser import dump_dom_until, require_chromium, screenshot
 
     require_chromium()
-    env = services
-    # The flow run id, as the first test found it: the MLflow run of the pretrain flow carries it.
+    env = pretrained
+    # The flow run id of the module's pretrain/full run: the MLflow run of the pretrain flow carries it.
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = [r for r in client.search_runs(experiments, filter_string="tags.stage = 'pretrain'",
                                           order_by=["attributes.start_time DESC"])
             if r.data.tags.get("prefect.flow_run_id")]
-    assert runs, "run after test_deployment_run_completes_and_registers_a_model"
+    assert runs, "no MLflow run of the pretrain flow carries a Prefect flow run id"
     flow_run_id = runs[0].data.tags["prefect.flow_run_id"]
 
     api = env["PREFECT_API_URL"]
@@ -130,14 +137,14 @@ def test_prefect_ui_shows_the_completed_flow_run(services):
     screenshot(url, "prefect_flow_run.png")
 
 
-def test_every_flow_has_its_deployments(services):
-    """`vljepa deploy` (run by the first test) registered every deployment the README lists."""
-    request = urllib.request.Request(f"{services['PREFECT_API_URL']}/deployments/filter", data=b"{}",
+def test_every_flow_has_its_deployments(pretrained):
+    """`vljepa deploy` (run by the module's fixture) registered every deployment the README lists."""
+    request = urllib.request.Request(f"{pretrained['PREFECT_API_URL']}/deployments/filter", data=b"{}",
                                      headers={"Content-Type": "application/json"}, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deployments = json.loads(opener.open(request, timeout=10).read())
     flows = {f["id"]: f["name"] for f in json.loads(opener.open(urllib.request.Request(
-        f"{services['PREFECT_API_URL']}/flows/filter", data=b"{}", headers={"Content-Type": "application/json"},
+        f"{pretrained['PREFECT_API_URL']}/flows/filter", data=b"{}", headers={"Content-Type": "application/json"},
         method="POST"), timeout=10).read())}
     names = {f"{flows[d['flow_id']]}/{d['name']}" for d in deployments}
     expected = {"pretrain/full", "pretrain/image-only", "sft/full", "preprocess/full", "evaluate/full",
