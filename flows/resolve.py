@@ -12,15 +12,20 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from flows.env import StateLayout
-from vljepa.config import ConfigKeyError, Phase, Stage, VLJepaConfig, apply_overrides, get_preset
+from vljepa.config import PRESETS, ConfigKeyError, Phase, Stage, VLJepaConfig, apply_overrides, get_preset
 from vljepa.recipes import stage_config
 
-Launcher = Literal["inline", "local", "slurm"]
+# The one list of each: argparse's choices and the Prefect flows' parameter types (the UI's form) are built
+# from these, so a new preset in vljepa.config.PRESETS is a choice of every command and flow at once.
+PRESET_NAMES = tuple(PRESETS)
+Preset = Literal[PRESET_NAMES]  # type: ignore[valid-type]  # Literal of the tuple's items
+Launcher = Literal["local", "inline", "slurm"]
+LAUNCHERS = get_args(Launcher)
 Engine = Literal["local", "ray"]
-PRESET_NAMES = ("small", "tiny", "paper", "rehearsal")
+ENGINES = get_args(Engine)
 
 
 class ConfigError(ValueError):

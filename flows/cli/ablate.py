@@ -7,6 +7,7 @@ import sys
 
 from flows.ablate import SWEEP_NAMES
 from flows.cli.common import add_config_arguments, add_state_arguments, run_config
+from flows.resolve import LAUNCHERS
 
 HELP = ("run one of the paper's ablations on its protocol (SFT-stage data, constant lr, a fixed sample budget, "
         "3 seeds; no Prefect needed): train every (variant, seed), evaluate on the test split, log the runs and a "
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the protocol sets train.max_steps, batch_size, schedule and seed over any --set)")
     p.add_argument("--batch-size", type=int, default=None, help="batch of the protocol (default: the preset's)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds per variant (default: 0 1 2)")
-    p.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"],
+    p.add_argument("--launcher", default="local", choices=LAUNCHERS,
                    help="slurm: every (variant, seed) of the sweep as one job array")
     p.add_argument("--y-encoder", action="append", default=[], metavar="NAME=PATH",
                    help="a local HF text encoder to add to the y-encoder sweep (repeatable)")

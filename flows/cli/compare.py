@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, run_config
+from flows.resolve import LAUNCHERS
 
 HELP = ("train VL-JEPA and a token-generating VLM alike (same tokens, data, batch, schedule; the VLM trains twice "
         "the predictor's LM layers, as the paper's), with 3 seeds, evaluate both at log-spaced samples seen, and plot "
@@ -19,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vlm-layers", type=int, default=None,
                    help="LM layers the VLM trains (default: twice the predictor's, the paper's ratio)")
     p.add_argument("--vocab", default="cut", choices=["cut", "full"], help="the VLM's output vocabulary")
-    p.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"], help="VL-JEPA's training")
+    p.add_argument("--launcher", default="local", choices=LAUNCHERS, help="VL-JEPA's training")
     add_state_arguments(p)
 
 

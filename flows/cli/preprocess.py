@@ -7,6 +7,7 @@ import argparse
 import json
 
 from flows.cli.common import add_config_arguments, add_state_arguments, emit, run_config
+from flows.resolve import ENGINES
 
 HELP = ("import a dataset into the manifest and cache its frozen x-encoder tokens per split (a progress bar "
         "with clips/s and ETA; a summary of cached / failed by reason)")
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=None, help="samples per shard (default 512)")
     p.add_argument("--sampling", choices=["uniform", "fps", "sliding"], default="uniform",
                    help="uniform: the x-encoder's frames per clip (paper: 16)")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=ENGINES, default="local")
     p.add_argument("--allow-outside-root", action="store_true",
                    help="let annotation rows name files outside the source folder")
     add_config_arguments(p)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from flows.cli.common import add_config_arguments, add_length_arguments, add_state_arguments, emit, run_config
+from flows.resolve import ENGINES, LAUNCHERS
 
 HELP = ("run the pretraining pipeline in this process (no Prefect needed): generate the corpus (or import "
         "--data DIR), cache frozen x-encoder tokens, train both stage-1 phases, evaluate on the held-out test split, "
@@ -16,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     add_length_arguments(p)
     p.add_argument("--phase", choices=["image", "video"], default=None, help="one stage-1 phase alone (default: both)")
-    p.add_argument("--launcher", default="local", choices=["inline", "local", "slurm"],
+    p.add_argument("--launcher", default="local", choices=LAUNCHERS,
                    help="inline: train in this process; local: a submitit subprocess (default); slurm: a Slurm job")
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
+    p.add_argument("--engine", default="local", choices=ENGINES,
                    help="preprocessing engine: local threads, or a Ray Data pipeline (RAY_ADDRESS for a cluster)")
     add_state_arguments(p)
     p.add_argument("--nproc", type=int, default=1, help="ranks of each local submitit training job (gloo on CPU)")

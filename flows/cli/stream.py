@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from flows.cli.common import add_state_arguments
-from flows.resolve import PRESET_NAMES
+from flows.resolve import LAUNCHERS, PRESET_NAMES
 
 HELP = ("timestamped captions of a video or a live source (- for standard input, a device, a URL) with selective "
         "decoding: online (causal trigger), ward (offline segmentation) or uniform; prints the decodes used against "
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "trigger on its val streams; log to MLflow (no SOURCE)")
     bench.add_argument("--streams", default="small", choices=["small", "tiny"], help="stream benchmark preset")
     bench.add_argument("--preset", default="small", choices=PRESET_NAMES, help="model preset trained on the streams")
-    bench.add_argument("--launcher", default="local", choices=["local", "inline", "slurm"],
+    bench.add_argument("--launcher", default="local", choices=LAUNCHERS,
                        help="where the training runs (as `vljepa run`)")
     bench.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the test streams")
     p.add_argument("--json", action="store_true",

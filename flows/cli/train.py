@@ -6,6 +6,7 @@ import argparse
 import json
 
 from flows.cli.common import add_config_arguments, add_state_arguments, run_config
+from flows.resolve import LAUNCHERS
 
 HELP = ("train one stage of the VL-JEPA recipe (stage 1 pretraining: phase image then video; stage 2 SFT) on "
         "cached frozen tokens, inline, as a local submitit job or on Slurm; resumes from the run directory's "
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=["pretrain", "sft"], default="pretrain")
     p.add_argument("--phase", choices=["image", "video"], default=None, help="stage-1 phase (default: video)")
     add_config_arguments(p)
-    p.add_argument("--launcher", choices=["slurm", "local", "inline"], default="local")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local")
     p.add_argument("--nproc", type=int, default=1, help="ranks of a local submitit job (gloo on CPU)")
     p.add_argument("--init-from", default=None, help="checkpoint dir to start from (SFT: the stage-1 model)")
     p.add_argument("--out", default=None, help="run directory (default: <state>/runs/<stage>-<phase>-<preset>)")

@@ -14,14 +14,14 @@ from prefect.runtime import flow_run
 
 from flows.ablate import EXPERIMENT_PREFIX, run_sweep
 from flows.prefect_flows.tasks import as_task
-from flows.resolve import RunConfig, length_overrides
+from flows.resolve import Launcher, Preset, RunConfig, length_overrides
 
 SweepName = Literal["pretraining", "y-lr", "loss", "predictor", "y-encoder"]
 
 
 @flow(name="ablate", log_prints=True)
-def ablate(sweep: SweepName = "loss", preset: Literal["small", "tiny", "paper"] = "small",
-           variants: list[str] | None = None, launcher: Literal["local", "inline", "slurm"] = "local",
+def ablate(sweep: SweepName = "loss", preset: Preset = "small",
+           variants: list[str] | None = None, launcher: Launcher = "local",
            samples: int | None = None, batch_size: int | None = None, seeds: list[int] | None = None,
            overrides: list[str] | None = None, n_videos: int | None = None,
            y_encoder_paths: dict[str, str] | None = None, state_dir: str | None = None,

@@ -12,13 +12,13 @@ from prefect.runtime import flow_run
 
 from flows.compare import run_compare
 from flows.prefect_flows.tasks import as_task
-from flows.resolve import RunConfig, length_overrides
+from flows.resolve import Launcher, Preset, RunConfig, length_overrides
 
 
 @flow(name="compare", log_prints=True)
-def compare(preset: Literal["small", "tiny", "paper"] = "small", points: int = 5, seeds: list[int] | None = None,
+def compare(preset: Preset = "small", points: int = 5, seeds: list[int] | None = None,
             vlm_layers: int | None = None,
-            vlm_vocab: Literal["cut", "full"] = "cut", launcher: Literal["local", "inline", "slurm"] = "local",
+            vlm_vocab: Literal["cut", "full"] = "cut", launcher: Launcher = "local",
             overrides: list[str] | None = None, n_videos: int | None = None, epochs: float | None = None,
             max_steps: int | None = None, state_dir: str | None = None, tracking_uri: str | None = None) -> dict:
     """Train VL-JEPA and a token-generating VLM on the same tokens, data, batch size and schedule,

@@ -10,17 +10,17 @@ from prefect import flow
 
 from flows.prefect_flows.tasks import as_task
 from flows.preprocess import cache_summary, preprocess_job, run_preprocess, summary_lines
-from flows.resolve import RunConfig
+from flows.resolve import Engine, Preset, RunConfig
 
 
 @flow(name="preprocess", log_prints=True)
 def preprocess(source: str, kind: Literal["corpus", "folder", "video2dataset", "msrvtt"] = "corpus",
-               preset: Literal["small", "tiny", "paper"] = "small", config_path: str | None = None,
+               preset: Preset = "small", config_path: str | None = None,
                overrides: list[str] | None = None, dataset: str = "synthetic", annotations: str | None = None,
                media_dir: str | None = None, splits: list[str] | None = None, manifest: str | None = None,
                cache_root: str | None = None, cache_format: Literal["parquet", "webdataset"] = "parquet",
                shard_size: int | None = None, sampling_strategy: Literal["uniform", "fps", "sliding"] = "uniform",
-               engine: Literal["local", "ray"] = "local", ray_address: str | None = None,
+               engine: Engine = "local", ray_address: str | None = None,
                allow_outside_root: bool = False, state_dir: str | None = None) -> dict:
     """Import ``source`` into the manifest and cache frozen-encoder tokens of each split.
 

@@ -14,9 +14,7 @@ from prefect.runtime import flow_run
 
 from flows.pipeline import PipelineResult, format_report, run_pipeline
 from flows.prefect_flows.tasks import as_task
-from flows.resolve import RunConfig, length_overrides
-
-Preset = Literal["small", "tiny", "paper"]
+from flows.resolve import Engine, Launcher, Preset, RunConfig, length_overrides
 
 
 def result_markdown(result: PipelineResult) -> str:
@@ -43,7 +41,7 @@ def result_markdown(result: PipelineResult) -> str:
 @flow(name="pretrain", log_prints=True)
 def pretrain(preset: Preset = "small", config_path: str | None = None, overrides: list[str] | None = None,
              n_videos: int | None = None, epochs: float | None = None, max_steps: int | None = None,
-             launcher: Literal["local", "inline", "slurm"] = "local", engine: Literal["local", "ray"] = "local",
+             launcher: Launcher = "local", engine: Engine = "local",
              phase: Literal["image", "video"] | None = None, state_dir: str | None = None,
              tracking_uri: str | None = None, data: str | None = None, annotations: str | None = None) -> dict:
     """Stage-1 pretraining of VL-JEPA on the embedded default (or another preset), end to end.

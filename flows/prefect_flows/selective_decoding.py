@@ -11,7 +11,7 @@ from typing import Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.resolve import RunConfig
+from flows.resolve import Launcher, Preset, RunConfig
 from flows.selective import format_table, sweep_registered_model
 
 
@@ -19,8 +19,8 @@ from flows.selective import format_table, sweep_registered_model
 def selective_decoding(registered_model: str = "vljepa", alias: str = "candidate", state_dir: str | None = None,
                        max_clips: int | None = None, split: str = "test", benchmark: bool = False,
                        streams: Literal["small", "tiny"] = "small",
-                       preset: Literal["small", "tiny", "paper"] = "small",
-                       launcher: Literal["local", "inline", "slurm"] = "local", bootstrap: int = 2000) -> dict:
+                       preset: Preset = "small",
+                       launcher: Launcher = "local", bootstrap: int = 2000) -> dict:
     """Uniform vs Ward vs online selective decoding: on the corpus's multi-event test streams for a
     registered model, or (``benchmark``) on the stream benchmark with a model trained on it."""
     if benchmark:

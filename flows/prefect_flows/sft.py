@@ -7,12 +7,10 @@ its log lines into the flow run's logs and failing with the job's stderr if it f
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.resolve import RunConfig, length_overrides
+from flows.resolve import Launcher, Preset, RunConfig, length_overrides
 from flows.train import PreparedTraining, TrainJobConfig, latest_base_model, prepare_training, start_training, summary_report
 
 
@@ -30,9 +28,9 @@ def train_and_wait(job: TrainJobConfig, prepared: PreparedTraining) -> dict:
 
 
 @flow(name="sft", log_prints=True)
-def sft(preset: Literal["small", "tiny", "paper"] = "small", init_from: str | None = "base",
+def sft(preset: Preset = "small", init_from: str | None = "base",
         config_path: str | None = None, overrides: list[str] | None = None,
-        launcher: Literal["local", "inline", "slurm"] = "local", max_steps: int | None = None,
+        launcher: Launcher = "local", max_steps: int | None = None,
         mix: str | None = None, state_dir: str | None = None,
         sweep: str | None = None) -> dict:
     """Stage 2 (SFT, paper Sec. 3.2): query-conditioned finetuning from a stage-1 checkpoint.
