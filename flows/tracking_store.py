@@ -90,7 +90,8 @@ def empty_store(head: str) -> Path:
     if not (path.is_file() and _state(path) == (head, 0)):
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # what a killed build left
-            if not _alive(int(stale.name.split(".")[-2])):
+            pid = stale.name.split(".")[-2]
+            if pid.isdigit() and not _alive(int(pid)):
                 stale.unlink(missing_ok=True)
         _migrate(path)
     return path
@@ -110,7 +111,14 @@ def _build(path: Path, head: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     tmp.touch()  # from here on a kill leaves this temporary file and nothing under the store's name
-    shutil.copyfile(empty_store(head), tmp)
+    try:
+        template = empty_store(head)
+    except OSError as err:  # no writable user cache (a read-only home on a cluster node): migrate here
+        print(f"[tracking] no empty store in the user cache ({err}); migrating {path.name} in place",
+              file=sys.stderr, flush=True)
+        _migrate(path)
+        return
+    shutil.copyfile(template, tmp)
     os.replace(tmp, path)
 
 

@@ -139,3 +139,14 @@ def test_a_damaged_empty_store_in_the_cache_is_migrated_again(tmp_path, monkeypa
     migrated = tmp_path / "migrated.db"
     _migrate(migrated)
     assert _schema(template) == _schema(migrated)
+
+
+def test_without_a_writable_user_cache_the_store_is_migrated_in_place(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the cache path is a file: nothing can be made under it
+    monkeypatch.setenv("VLJEPA_CACHE", str(blocker))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert ensure_sqlite_store(uri) == f"created tracking store {tmp_path}/mlflow.db"
+    assert "migrating mlflow.db in place" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".mlflow.db.*.tmp"))
+    assert _experiments(uri) == ["['Default']"]
