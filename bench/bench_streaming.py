@@ -1,4 +1,4 @@
-"""Streaming benchmarks (issue 7), ratios only, measured in one run:
+"""Streaming benchmarks, ratios only, measured in one run:
 
 1. online compute per window / window stride for the `small` preset (goal ≤ 0.1: 10× faster
    than real time): frozen encoder on the window's new frame + predictor + trigger update;

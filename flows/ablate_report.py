@@ -1,4 +1,4 @@
-"""The ablation tables and figure, from the MLflow runs of ``flows.ablate`` (issue 20).
+"""The ablation tables and figure, from the MLflow runs of ``flows.ablate``.
 
     python -m flows.ablate overview [--state-dir DIR] [--tracking-uri URI] [--out DIR]
     vljepa ablate overview ...                       # the same

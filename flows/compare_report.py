@@ -1,4 +1,4 @@
-"""The VL-JEPA vs token-VLM table and figure, from the MLflow runs of ``flows.compare`` (issue 20).
+"""The VL-JEPA vs token-VLM table and figure, from the MLflow runs of ``flows.compare``.
 
 ``collect(uri)`` exports the newest comparison in experiment ``vljepa-compare`` (one run per
 model and seed, curves logged with step = samples seen) to the record ``CompareResult.record()``

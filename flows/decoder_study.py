@@ -1,4 +1,4 @@
-"""Which y-decoder reads predicted embeddings best (issue 16): variants trained for one checkpoint,
+"""Which y-decoder reads predicted embeddings best: variants trained for one checkpoint,
 chosen on the val split, each reported on val and test.
 
 The default y-decoder trains text-only on the y-encoder's embeddings of the training texts, with

@@ -1,4 +1,4 @@
-"""Selective decoding measured on the paper's protocol, on the stream benchmark (issue 16).
+"""Selective decoding measured on the paper's protocol, on the stream benchmark.
 
 ``run_stream_bench`` (``vljepa stream --benchmark``, deployment ``selective-decoding/benchmark``):
 

@@ -1,5 +1,5 @@
 """The y-decoder trains to the same bytes in separate processes, whatever the process's hash seed,
-thread environment or the order its texts arrive in (issue 16: a fresh clone once gave captioning
+thread environment or the order its texts arrive in (a fresh clone once gave captioning
 CIDEr 1.94 where the README said 1.90).
 
 Each run is a new interpreter (``python -c``) with its own ``PYTHONHASHSEED``, ``OMP_NUM_THREADS`` /

@@ -1,10 +1,11 @@
-"""The shape of the harness (STYLE.md, issue 13): no import circles, short files, Prefect only in
+"""The shape of the harness (STYLE.md): no import circles, short files, Prefect only in
 its folder, one resolver behind every command and flow."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,17 @@ def test_the_circle_check_can_fail():
 def test_no_project_file_is_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in _project_files() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"split these (STYLE.md: one sitting each): {long}"
+
+
+ISSUE_NUMBER = re.compile(r"\b[Ii]ssues? #?\d+")
+
+
+def test_no_issue_numbers_in_the_code():
+    """Code and tests say what and why, not which tracker issue asked for it."""
+    assert ISSUE_NUMBER.search("as issue " + "12 asks") and not ISSUE_NUMBER.search("an issue with 3 rows")
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in _project_files()
+             for n, line in enumerate(path.read_text().splitlines(), 1) if ISSUE_NUMBER.search(line)]
+    assert not found, found
 
 
 def test_only_the_flows_folder_imports_prefect():

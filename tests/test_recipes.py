@@ -8,9 +8,9 @@ from vljepa.config import PRESETS, ConfigKeyError, TrainConfig, apply_overrides,
 from vljepa.recipes import RECIPES, Recipe, recipe, stage_config
 
 # sha256(stage_config(preset, stage, phase, init_from).to_json())[:16], recorded from the
-# dotted-dict RECIPES before they became typed, and re-recorded when issue 14 added the stream's
+# dotted-dict RECIPES before they became typed, and re-recorded when the streamed reader added its
 # fields to TrainConfig (num_workers, shuffle_buffer, resampled, skip_bad_samples) and small's
-# video phase became 1.5 epochs of the stills + videos mix, and when issue 15 added
+# video phase became 1.5 epochs of the stills + videos mix, and when the y-encoder gained
 # y_encoder.prompt_name (EmbeddingGemma's task prompt). Model
 # directories are content-addressed by this JSON: a change here orphans every model already made.
 GOLDEN = {

@@ -147,7 +147,7 @@ print(json.dumps({{"embedding": [list(map(float, e)) for e in out["embedding"]],
 
 
 def test_a_model_evaluated_on_another_test_set_moves_no_alias(client):
-    """A tiny model scoring 1.0 on its own 4-clip test split beside a small model (issue 18): it is
+    """A tiny model scoring 1.0 on its own 4-clip test split beside a small model: it is
     registered, but neither ``candidate`` nor ``champion`` leaves the small model; a better small
     model on the small model's test set still takes both."""
     def register(metric: float, eval_key: str):

@@ -1,4 +1,4 @@
-"""Selective decoding on the paper's protocol (``flows.stream_bench``, issue 16): the savings factor and
+"""Selective decoding on the paper's protocol (``flows.stream_bench``): the savings factor and
 its bootstrap on hand-made curves, the decoder memo, and ``vljepa stream --benchmark`` end to end on
 the tiny stream benchmark."""
 

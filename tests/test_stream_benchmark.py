@@ -1,4 +1,4 @@
-"""The selective-decoding stream benchmark (``preprocessing.streams``, issue 16): statistics shaped
+"""The selective-decoding stream benchmark (``preprocessing.streams``): statistics shaped
 after the paper's EgoExo4D set, held-out keystep compositions, determinism, the files."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and VQA accuracy. ``Protocol`` scales that budget to a preset and adds seeds; ``
 turns a preset into one variant's training config.
 
 Initialisation: every variant starts from the stage-1 BASE model (the main job's), except row
-(a)'s "none", which starts from the LM and text encoder: the setting issue 20 asks for. A variant
+(a)'s "none", which starts from the LM and text encoder: the setting without stage-1 pretraining. A variant
 takes from BASE every tensor whose role it keeps (``flows.ablate.init_checkpoint``): a different
 block of LM layers or random init gets its own predictor layers, another text encoder its own
 weights, a missing projection head nothing. A deviation to know: Table 5's rows (b)-(d) share one
