@@ -65,46 +65,32 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _migrate(path: Path) -> None:
-    """An empty store at ``path`` through MLflow's own migrations (a temporary name, then renamed)."""
+    """MLflow's own migrations into the SQLite file ``path`` (new or empty)."""
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    engine = sqlalchemy.create_engine(f"{PREFIX}{tmp}")
+    engine = sqlalchemy.create_engine(f"{PREFIX}{path}")
     try:
         _initialize_tables(engine)
     finally:
         engine.dispose()
-    os.replace(tmp, path)
 
 
 def empty_store(head: str) -> Path:
-    """The user cache's empty store at revision ``head``, migrated the first time it is asked for. Processes
-    that build it at once each write their own temporary file; the last rename wins, and each is whole."""
+    """The user cache's empty store at revision ``head``, migrated the first time it is asked for (an atomic
+    write: processes that build it at once each write their own temporary; the last rename wins)."""
     import mlflow
 
     from flows.env import user_cache_dir
+    from vljepa.files import atomic_path, remove_stale_temps
 
     path = user_cache_dir() / f"mlflow-store-{mlflow.__version__}-{head}.db"
     if not (path.is_file() and _state(path) == (head, 0)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # what a killed build left
-            pid = stale.name.split(".")[-2]
-            if pid.isdigit() and not _alive(int(pid)):
-                stale.unlink(missing_ok=True)
-        _migrate(path)
+        remove_stale_temps(path.parent, path.name)  # what a killed build left
+        with atomic_path(path) as tmp:
+            _migrate(tmp)
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _build(path: Path, head: str) -> None:
@@ -116,9 +102,9 @@ def _build(path: Path, head: str) -> None:
     except OSError as err:  # no writable user cache (a read-only home on a cluster node): migrate here
         print(f"[tracking] no empty store in the user cache ({err}); migrating {path.name} in place",
               file=sys.stderr, flush=True)
-        _migrate(path)
-        return
-    shutil.copyfile(template, tmp)
+        _migrate(tmp)
+    else:
+        shutil.copyfile(template, tmp)
     os.replace(tmp, path)
 
 

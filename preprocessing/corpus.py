@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocessing.corpus_render import PALETTE, SHAPES, Background, RenderJob, plan_group, render_clip
-from vljepa.files import atomic_write_text, content_key_sha256, temp_glob, temp_writer_pid
+from vljepa.files import atomic_write_text, content_key_sha256, remove_stale_temps
 
 FORMAT_VERSION = 1  # bump when rendering or annotation semantics change: it invalidates old corpora
 COLOURS: tuple[str, ...] = tuple(PALETTE)
@@ -260,16 +259,6 @@ def clip_record(plan: ClipPlan, fps: int) -> dict[str, Any]:
     }
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim_out_dir(out_dir: Path, cfg: CorpusConfig) -> None:
     """Make sure ``out_dir`` is empty or holds (part of) this very corpus; fail loudly otherwise."""
     digest = cfg.config_hash()
@@ -297,10 +286,7 @@ def generate_corpus(cfg: CorpusConfig, out_dir: str | Path, *, progress: bool = 
     _claim_out_dir(out_dir, cfg)
     videos = out_dir / "videos"
     videos.mkdir(exist_ok=True)
-    for stale in videos.glob(temp_glob("clip_*.mp4")):  # left by an interrupted run, unless its writer is alive
-        pid = temp_writer_pid(stale)
-        if pid is None or not _pid_alive(pid):
-            stale.unlink(missing_ok=True)
+    remove_stale_temps(videos, "clip_*.mp4")  # left by an interrupted run, unless its writer is alive
     plans = plan_corpus(cfg)
     todo = [p for p in plans if not (out_dir / p.path).is_file()]
     bar = tqdm(total=len(todo), desc=f"rendering {out_dir.name}", unit="clip", disable=not progress or not todo)

@@ -188,3 +188,19 @@ def test_files_imports_only_the_standard_library():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+
+
+def test_remove_stale_temps_clears_dead_writers_and_keeps_live_ones(tmp_path):
+    import subprocess
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)  # exited and reaped: no such process now
+    left = tmp_path / f".clip_1.mp4.tmp-{dead_pid}-0123abcd"
+    live = tmp_path / f".clip_2.mp4.tmp-{os.getpid()}-0123abcd"
+    other = tmp_path / f".notes.txt.tmp-{dead_pid}-0123abcd"  # another target's: not asked for
+    for path in (left, live, other):
+        path.write_text("")
+    assert files.temp_writer_pid(left) == dead_pid and not files.pid_alive(dead_pid) and files.pid_alive(os.getpid())
+    files.remove_stale_temps(tmp_path, "clip_*.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])

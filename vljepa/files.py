@@ -56,6 +56,26 @@ def temp_writer_pid(path: str | os.PathLike) -> int | None:
     return int(match["pid"]) if match else None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike, name_glob: str = "*") -> None:
+    """Remove the temporaries that killed atomic writes of ``name_glob`` left in ``directory``: each one whose
+    writer is not running (a live writer's is left to it)."""
+    for stale in Path(directory).glob(temp_glob(name_glob)):
+        pid = temp_writer_pid(stale)
+        if pid is None or not pid_alive(pid):
+            stale.unlink(missing_ok=True)
+
+
 def _fsync_file(path: Path) -> None:
     # fsync flushes the file, not the descriptor: a fresh read-only one reaches the data another wrote.
     fd = os.open(path, os.O_RDONLY)
