@@ -14,11 +14,6 @@ pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def services(services_env):
-    return services_env
-
-
 def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.CompletedProcess:
     """`prefect deployment run NAME --param k=v ... --watch`; asserts the flow run completed."""
     args = [str(ROOT / ".venv" / "bin" / "prefect"), "deployment", "run", name]
@@ -32,12 +27,13 @@ def run_deployment(env: dict[str, str], name: str, **params: str) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def pretrained(services):
+def pretrained(services_env):
     """``vljepa deploy``, then ``prefect deployment run pretrain/full`` (tiny, the local launcher) through the
     worker, once for this module: every test here reads what that run left, whichever tier selects it."""
-    subprocess.run([str(ROOT / ".venv" / "bin" / "vljepa"), "deploy"], cwd=ROOT, env=services, check=True, timeout=120)
-    run_deployment(services, "pretrain/full", preset="tiny", launcher="local")
-    return services
+    subprocess.run([str(ROOT / ".venv" / "bin" / "vljepa"), "deploy"], cwd=ROOT, env=services_env, check=True,
+                   timeout=120)
+    run_deployment(services_env, "pretrain/full", preset="tiny", launcher="local")
+    return services_env
 
 
 def test_deployment_run_completes_and_registers_a_model(pretrained):
